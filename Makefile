@@ -1,0 +1,24 @@
+# The README's two commands: `make demo` and `make test`. Each sets up .venv on first use.
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: setup demo test lint bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/kimi-dagster demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/dagster definitions validate -f definitions.py
+
+test: lint
+	$(BIN)/pytest

@@ -1,0 +1,184 @@
+"""The Dagster assets: a dataset's ingest -> its chunk partitions' inference -> a summary.
+
+``kimi_assets()`` builds them under a prefix so one code location can hold several
+pipelines (the Component in ``component.py`` calls it from YAML). Each chunk of a dataset is a
+dynamic partition ``<dataset>-<NNNNN>``; backfills, partition-level retries and "re-execute
+from failure" are plain Dagster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from kimi_dagster.claims import ChunkBusy
+from kimi_dagster.engine import process_partitions
+from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_file
+from kimi_dagster.inputs import ItemDefaults
+from kimi_dagster.reports import dataset_summaries
+from kimi_dagster.resource import KimiResource, KimiStore
+from kimi_dagster.runner import RunAborted
+from kimi_dagster.stats import RunStats
+
+DEFAULT_POOL = "kimi_api"
+
+
+@dataclass(frozen=True)
+class KimiAssets:
+    """What ``kimi_assets`` builds; pass the parts to ``dg.Definitions``."""
+
+    inputs: dg.AssetsDefinition
+    results: dg.AssetsDefinition
+    summary: dg.AssetsDefinition
+    partitions: dg.DynamicPartitionsDefinition
+    inference_job: dg.UnresolvedAssetJobDefinition
+
+    @property
+    def assets(self) -> list[dg.AssetsDefinition]:
+        return [self.inputs, self.results, self.summary]
+
+
+def ingest_metadata(report: IngestReport) -> dict[str, dg.MetadataValue | int | str]:
+    meta: dict[str, dg.MetadataValue | int | str] = {
+        "dataset": report.dataset,
+        "source_file": dg.MetadataValue.path(report.source_file),
+        "lines": report.lines,
+        "accepted": report.accepted,
+        "unchanged": report.unchanged,
+        "rejected": report.rejected,
+        "partitions": len(report.partitions),
+        "est_input_tokens": report.est_input_tokens,
+    }
+    if report.rejected:
+        meta["rejections"] = dg.MetadataValue.md("```\n" + report.describe_rejections() + "\n```")
+    return meta
+
+
+def kimi_assets(
+    prefix: str = "kimi",
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    model: str = ItemDefaults.model,
+    max_tokens: int = ItemDefaults.max_tokens,
+    chunks_per_run: int = 4,
+    pool: str = DEFAULT_POOL,
+    group_name: str | None = None,
+) -> KimiAssets:
+    """Build one pipeline's assets. ``chunks_per_run`` is the backfill policy: how many chunk
+    partitions one run processes back to back (no rate dip between them)."""
+    partitions = dg.DynamicPartitionsDefinition(name=f"{prefix}_chunks")
+    group = group_name or prefix
+    inputs_key = dg.AssetKey(f"{prefix}_inputs")
+    results_key = dg.AssetKey(f"{prefix}_results")
+
+    class IngestConfig(dg.Config):
+        path: str = dg.Field(description="JSONL file to ingest")  # type: ignore[assignment]
+        dataset: str | None = None
+        chunk_size: int = chunk_size
+        model: str = model
+        max_tokens: int = max_tokens
+
+    @dg.asset(key=inputs_key, group_name=group, kinds={"duckdb"})
+    def inputs(
+        context: dg.AssetExecutionContext, config: IngestConfig, store: KimiStore
+    ) -> dg.MaterializeResult:
+        """Prompts of a JSONL file, validated into DuckDB and split into chunk partitions."""
+        report = ingest_file(
+            store.db_path,
+            config.path,
+            dataset=config.dataset,
+            chunk_size=config.chunk_size,
+            defaults=ItemDefaults(model=config.model, max_tokens=config.max_tokens),
+        )
+        context.instance.add_dynamic_partitions(partitions.name, report.partitions)
+        if report.rejected:
+            context.log.warning(
+                f"{report.rejected} line(s) rejected:\n{report.describe_rejections()}"
+            )
+        return dg.MaterializeResult(metadata=ingest_metadata(report))
+
+    class InferenceConfig(dg.Config):
+        missing_only: bool = False  # True: do not retry items that already failed
+
+    @dg.asset(
+        key=results_key,
+        deps=[inputs_key],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=chunks_per_run),
+        pool=pool,
+        group_name=group,
+        kinds={"duckdb"},
+        retry_policy=dg.RetryPolicy(
+            max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+        ),
+    )
+    async def results(
+        context: dg.AssetExecutionContext,
+        config: InferenceConfig,
+        kimi: KimiResource,
+        store: KimiStore,
+    ) -> dg.MaterializeResult:
+        """Every pending item of the chunk(s) sent through the rate-limited Kimi client;
+        results, tokens and cost recorded per attempt in DuckDB."""
+        keys = list(context.partition_keys)
+
+        def progress(stats: RunStats) -> None:
+            context.log.info(stats.progress_line())
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=results_key,
+                    partition=keys[0] if len(keys) == 1 else None,
+                    metadata=_numeric(stats.metadata()),
+                )
+            )
+
+        try:
+            stats = await process_partitions(
+                store.db_path,
+                keys,
+                kimi.settings(),
+                run_id=context.run_id,
+                retry_failed=not config.missing_only,
+                on_progress=progress,
+            )
+        except (RunAborted, ChunkBusy) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        context.log.info(stats.progress_line())
+        return dg.MaterializeResult(metadata=_numeric(stats.metadata()))
+
+    @dg.asset(
+        key=dg.AssetKey(f"{prefix}_summary"),
+        deps=[results_key],
+        group_name=group,
+        kinds={"duckdb"},
+    )
+    def summary(store: KimiStore) -> dg.MaterializeResult:
+        """Per dataset: items, outcomes, tokens and cost so far (the dataset_summary view)."""
+        rows = dataset_summaries(store.db_path)
+        return dg.MaterializeResult(
+            metadata={
+                "datasets": len(rows),
+                "summary": dg.MetadataValue.md(_markdown_table(rows)),
+                "cost_usd": float(sum(r["cost_usd"] for r in rows)),
+            }
+        )
+
+    job = dg.define_asset_job(
+        f"{prefix}_inference", selection=[results_key], partitions_def=partitions
+    )
+    return KimiAssets(inputs, results, summary, partitions, job)
+
+
+def _numeric(meta: dict[str, object]) -> dict[str, object]:
+    """Dagster plots numbers; None would not render, so drop it."""
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _markdown_table(rows: list[dict[str, object]]) -> str:
+    if not rows:
+        return "_no datasets yet_"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,346 @@
+"""``kimi-dagster``: the seed's batch workflow and the day-to-day commands, on the same engine
+as the Dagster assets (ingest -> chunks -> rate-limited calls -> DuckDB)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kimi_dagster.limits import resolve_limits
+
+from kimi_dagster.client import DEFAULT_BASE_URL
+from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.exports import export_results
+from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, dataset_name, ingest_file
+from kimi_dagster.inputs import ItemDefaults
+from kimi_dagster.reports import named, query
+from kimi_dagster.runner import RunAborted, RunOptions
+from kimi_dagster.stats import RunStats
+from kimi_dagster.store import default_db_path
+
+EXIT_ABORTED = 2
+EXIT_BUDGET = 3
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _db(args: argparse.Namespace) -> Path:
+    return Path(args.db) if args.db else default_db_path()
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", help="DuckDB file (default: $KIMI_DAGSTER_DB or .kimi_dagster/kimi.duckdb)"
+    )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--concurrency", type=int, help="requests in flight (default: the tier's)"
+    )
+    parser.add_argument(
+        "-t",
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for one reply (default 120)",
+    )
+    parser.add_argument(
+        "--tier",
+        type=int,
+        default=3,
+        choices=range(6),
+        help="account tier 0-5: preset limits (default 3)",
+    )
+    parser.add_argument("--rpm", type=int, help="override requests per minute")
+    parser.add_argument("--tpm", type=int, help="override tokens per minute")
+    parser.add_argument("--tpd", type=int, help="override tokens per day")
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="attempts per item for retryable errors (default 5)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="stop before this run could spend more than this many USD; the rest stays pending",
+    )
+    parser.add_argument(
+        "--missing-only",
+        action="store_true",
+        help="send only items never finished; do not retry failed ones",
+    )
+    _add_db(parser)
+
+
+def _add_item_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="dataset name (default: from the file name)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"items per chunk partition (default {DEFAULT_CHUNK_SIZE})",
+    )
+    parser.add_argument(
+        "--model",
+        default=ItemDefaults.model,
+        help=f"model for lines without one (default {ItemDefaults.model})",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=ItemDefaults.max_tokens,
+        help="max_tokens for lines without one (default "
+        f"{ItemDefaults.max_tokens}); a small honest value raises throughput",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    api_key = os.environ.get("MOONSHOT_API_KEY")
+    if not api_key:
+        raise CliError(
+            "set MOONSHOT_API_KEY (and MOONSHOT_BASE_URL for the .cn platform or a simulator)"
+        )
+    try:
+        limits = resolve_limits(
+            args.tier, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, tpd=args.tpd
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return Settings(
+        api_key=api_key,
+        limits=limits,
+        base_url=os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL),
+        timeout=args.timeout,
+        options=RunOptions(
+            max_attempts=args.max_attempts, budget_usd=args.budget, progress_interval=2.0
+        ),
+    )
+
+
+def _progress(stats: RunStats) -> None:
+    print(f"\r{stats.progress_line()}", end="", file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace, dataset: str, keys: list[str]) -> RunStats:
+    settings = _settings(args)
+    run_id = f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    print(f"running {len(keys)} chunk(s) of {dataset} at {settings.limits}", file=sys.stderr)
+    try:
+        stats = asyncio.run(
+            process_partitions(
+                _db(args),
+                keys,
+                settings,
+                run_id=run_id,
+                retry_failed=not args.missing_only,
+                on_progress=_progress,
+            )
+        )
+    except RunAborted as exc:
+        print(file=sys.stderr)
+        raise CliError(str(exc)) from None
+    print(f"\r{stats.progress_line()}", file=sys.stderr)
+    if stats.budget_exhausted:
+        print(
+            f"budget of ${args.budget} reached: {stats.total - stats.done} item(s) left "
+            "pending; re-run with a higher --budget to finish",
+            file=sys.stderr,
+        )
+    return stats
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    report = ingest_file(
+        _db(args),
+        args.input,
+        dataset=args.dataset,
+        chunk_size=args.chunk_size,
+        defaults=ItemDefaults(model=args.model, max_tokens=args.max_tokens),
+    )
+    print(
+        f"{report.dataset}: {report.lines} lines, {report.accepted} new, "
+        f"{report.unchanged} already ingested, {report.rejected} rejected, "
+        f"{len(report.partitions)} chunk partition(s)",
+        file=sys.stderr,
+    )
+    if report.rejected:
+        print(report.describe_rejections(), file=sys.stderr)
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    cmd_ingest(args)
+    report_dataset = args.dataset or dataset_name(args.input)
+    keys = _partitions(_db(args), report_dataset)
+    stats = _run(args, report_dataset, keys)
+    summary = export_results(
+        _db(args), report_dataset, args.output, summary_extra={"run": stats.metadata()}
+    )
+    print(
+        f"wrote {args.output}: {summary['succeeded']} succeeded, {summary['failed']} failed, "
+        f"{summary['pending']} pending, ${summary['cost_usd']:.4f}",
+        file=sys.stderr,
+    )
+    return EXIT_BUDGET if stats.budget_exhausted else 0
+
+
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    _, rows = query(
+        _db(args),
+        "SELECT DISTINCT partition_key FROM pending_items "
+        "WHERE dataset = $dataset AND status = 'failed' ORDER BY 1",
+        {"dataset": args.dataset},
+    )
+    keys = [k for (k,) in rows]
+    if not keys:
+        print(f"{args.dataset}: no failed items", file=sys.stderr)
+        return 0
+    args.missing_only = False
+    stats = _run(args, args.dataset, keys)
+    if args.output:
+        export_results(_db(args), args.dataset, args.output)
+    return EXIT_BUDGET if stats.budget_exhausted else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    summary = export_results(
+        _db(args), args.dataset, args.output, first_key=args.first, last_key=args.last
+    )
+    print(f"wrote {args.output}: {summary['items']} items", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = named(_db(args), "queries/status", {"dataset": args.dataset})
+    if args.json:
+        print(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_table(list(rows[0]) if rows else ["dataset"], [tuple(r.values()) for r in rows])
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    columns, rows = query(_db(args), args.query)
+    if args.json:
+        data = [dict(zip(columns, r, strict=True)) for r in rows]
+        print(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_table(columns, rows)
+    return 0
+
+
+# The simulator and the demo (which loads Dagster) are imported on use, so `batch` starts fast.
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from kimi_dagster.simulator import main as simulator_main
+
+    return simulator_main(args.simulator_args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kimi_dagster.demo import run_demo
+
+    return run_demo(items=args.items, workdir=Path(args.workdir))
+
+
+def _partitions(db: Path, dataset: str) -> list[str]:
+    _, rows = query(
+        db,
+        "SELECT DISTINCT partition_key FROM items WHERE dataset = $dataset ORDER BY 1",
+        {"dataset": dataset},
+    )
+    return [k for (k,) in rows]
+
+
+def _print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for n, row in enumerate(cells):
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kimi-dagster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("batch", help="ingest a JSONL file, run it, write results (seed CLI)")
+    p.add_argument("-i", "--input", required=True, help="JSONL prompts")
+    p.add_argument("-o", "--output", required=True, help="results: .json, .jsonl or .parquet")
+    _add_item_flags(p)
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("ingest", help="validate a JSONL file into DuckDB chunk partitions")
+    p.add_argument("input", help="JSONL prompts")
+    _add_item_flags(p)
+    _add_db(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("retry-failed", help="re-run only the failed items of a dataset")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("-o", "--output", help="write the dataset's results here afterwards")
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_retry_failed)
+
+    p = sub.add_parser("export", help="write a dataset's results (.json, .jsonl, .parquet)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--from", dest="first", help="first partition key of a range")
+    p.add_argument("--to", dest="last", help="last partition key of a range")
+    _add_db(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("status", help="progress, tokens, cost, rate and ETA per dataset")
+    p.add_argument("--dataset")
+    p.add_argument("--json", action="store_true")
+    _add_db(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("sql", help="run a read-only SQL query (safe while runs write)")
+    p.add_argument("query")
+    p.add_argument("--json", action="store_true")
+    _add_db(p)
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser(
+        "simulate", help="run the Kimi API simulator (see --help after it)", add_help=False
+    )
+    p.add_argument("simulator_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulator + Dagster + DuckDB on generated prompts")
+    p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--workdir", default=".kimi_dagster/demo")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, FileNotFoundError, ValueError) as exc:
+        print(f"kimi-dagster: error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED if isinstance(exc, CliError) else 1
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished results are saved; run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The HTTP client for Kimi's chat endpoint, and the classification of everything it can get back.
+
+httpx is the API; the transport is aiohttp's (``httpx-aiohttp``): at 200 concurrent requests
+httpx's own connection pool costs 18-21 ms of CPU per request, aiohttp's under 1 ms (see
+``benchmarks/transport.py``). One client per run, its pool sized to the run's concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
+_RETRY_AFTER = re.compile(r"try again after (\d+(?:\.\d+)?) ?s", re.IGNORECASE)
+_SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
+
+
+class ErrorKind(enum.Enum):
+    """What the runner does about an error (kimi-api.md's table, in one place)."""
+
+    RATE_LIMIT = "rate_limit"  # 429 rate_limit_reached_error: wait as told, slow down, retry
+    RETRYABLE = "retryable"  # overload 429, 5xx, timeouts, resets, broken bodies: back off, retry
+    ITEM = "item"  # 400 invalid_request_error / content_filter: this item fails, run goes on
+    FATAL = "fatal"  # 401, 403, 404, quota 429: stop the whole run
+
+
+class ApiError(Exception):
+    """A request that produced no usable reply."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        error_type: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self.error_type = error_type
+        self.message = redact(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+        super().__init__(f"{error_type}: {self.message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    content: str
+    reasoning: str | None
+    finish_reason: str | None
+    response_id: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+def redact(text: str) -> str:
+    """Remove anything shaped like an API key, so no error text can carry one."""
+    return _SECRET.sub("sk-***", text)
+
+
+def retry_after(message: str, headers: httpx.Headers | None = None) -> float | None:
+    """Seconds to wait, from the 429 message ("please try again after N seconds") or headers."""
+    if match := _RETRY_AFTER.search(message):
+        return float(match.group(1))
+    if headers is not None:
+        for name in ("retry-after", "x-ratelimit-reset"):
+            try:
+                return float(headers[name])
+            except (KeyError, ValueError):
+                continue
+    return None
+
+
+def classify(status: int, body: bytes, headers: httpx.Headers | None = None) -> ApiError:
+    """Map a non-200 response to an ApiError with the action kimi-api.md prescribes."""
+    try:
+        error = orjson.loads(body).get("error") or {}
+        error_type, message = str(error.get("type", "")), str(error.get("message", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        error_type, message = "", body[:300].decode("utf-8", errors="replace")
+    error_type = error_type or f"http_{status}"
+    if status == 429:
+        if error_type == "exceeded_current_quota_error":
+            kind = ErrorKind.FATAL
+            message = f"{message} (balance exhausted or account suspended: top up, then re-run)"
+        elif error_type == "engine_overloaded_error":
+            kind = ErrorKind.RETRYABLE
+        else:
+            kind = ErrorKind.RATE_LIMIT
+        return ApiError(
+            kind, error_type, message, http_status=status, retry_after=retry_after(message, headers)
+        )
+    if status in (401, 403, 404):
+        hint = {
+            401: "check MOONSHOT_API_KEY and that it belongs to MOONSHOT_BASE_URL's platform",
+            403: "the API is not open to this account",
+            404: "unknown model or endpoint: check the model name and MOONSHOT_BASE_URL",
+        }[status]
+        return ApiError(ErrorKind.FATAL, error_type, f"{message} ({hint})", http_status=status)
+    if status == 400 or 402 <= status < 500:
+        return ApiError(ErrorKind.ITEM, error_type, message, http_status=status)
+    return ApiError(ErrorKind.RETRYABLE, error_type, message, http_status=status)
+
+
+def parse_reply(body: bytes) -> Reply:
+    """Read a chat.completion body; a body that is not one is a retryable error."""
+    try:
+        data: dict[str, Any] = orjson.loads(body)
+        choice = data["choices"][0]
+        message = choice["message"]
+        usage = data["usage"]
+        cached = usage.get("cached_tokens")
+        if cached is None:
+            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+        return Reply(
+            content=message.get("content") or "",
+            reasoning=message.get("reasoning_content"),
+            finish_reason=choice.get("finish_reason"),
+            response_id=data.get("id"),
+            prompt_tokens=int(usage["prompt_tokens"]),
+            completion_tokens=int(usage["completion_tokens"]),
+            cached_tokens=int(cached or 0),
+        )
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ApiError(
+            ErrorKind.RETRYABLE,
+            "malformed_response",
+            f"unreadable reply body ({exc!r})",
+            http_status=200,
+        ) from None
+
+
+def _transport_error(exc: BaseException) -> ApiError:
+    """Name a failed exchange by its root cause: the transport maps resets to timeouts."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            return ApiError(ErrorKind.RETRYABLE, "timeout", f"no reply in time ({cause!r})")
+        cause = cause.__cause__
+    root = exc.__cause__ or exc
+    return ApiError(ErrorKind.RETRYABLE, "connection_error", f"connection failed ({root!r})")
+
+
+class KimiClient:
+    """``async with KimiClient(url, key, concurrency=200) as client: await client.chat(...)``"""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        concurrency: int,
+        timeout: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests pass httpx.MockTransport
+    ) -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+            },
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            transport=transport or AiohttpTransport(limits=limits),
+        )
+
+    async def __aenter__(self) -> KimiClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._http.aclose()
+
+    async def chat(self, body: bytes, request_id: str) -> Reply:
+        """POST one prepared chat body; raise ApiError for anything but a usable reply."""
+        try:
+            response = await self._http.post(
+                "chat/completions", content=body, headers={"X-Request-Id": request_id}
+            )
+        except (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _transport_error(exc) from None
+        if response.status_code != 200:
+            raise classify(response.status_code, response.content, response.headers)
+        return parse_reply(response.content)

@@ -1,0 +1,79 @@
+"""Results out of DuckDB: the seed's ``{"summary", "items"}`` JSON, JSON Lines, or Parquet.
+
+DuckDB writes the rows itself (``COPY ... TO``), so exporting millions of items costs no
+Python per row; the JSON form wraps DuckDB's JSON Lines output in the seed's envelope.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kimi_dagster.spool import merge_spool, spool_dir
+from kimi_dagster.store import connect, run_sql
+
+FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+def export_format(path: str | os.PathLike[str]) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"cannot tell the export format of {path}: use .json (seed shape), .jsonl or .parquet"
+        )
+    return FORMATS[suffix]
+
+
+def export_results(
+    db_path: str | os.PathLike[str],
+    dataset: str,
+    out_path: str | os.PathLike[str],
+    *,
+    first_key: str | None = None,
+    last_key: str | None = None,
+    summary_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a dataset's items (optionally a partition-key range); returns the summary."""
+    out = Path(out_path)
+    fmt = export_format(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    params = {"dataset": dataset, "first_key": first_key, "last_key": last_key}
+    with connect(db_path) as con:
+        merge_spool(con, spool_dir(db_path))
+        cursor = run_sql(con, "queries/export_summary", params)
+        names = [d[0] for d in cursor.description]
+        summary = dict(zip(names, cursor.fetchone(), strict=True)) | {"dataset": dataset}
+        summary |= summary_extra or {}
+        run_sql(con, "queries/export_items_table", params)
+        tmp = out.with_name(out.name + ".part")
+        if fmt == "parquet":
+            con.execute(f"COPY export_items TO '{_quote(tmp)}' (FORMAT parquet)")
+        else:
+            con.execute(f"COPY export_items TO '{_quote(tmp)}' (FORMAT json)")
+        con.execute("DROP TABLE export_items")
+    if fmt == "json":
+        _wrap_json(tmp, out, summary)
+    else:
+        tmp.replace(out)
+    return summary
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _wrap_json(lines: Path, out: Path, summary: dict[str, Any]) -> None:
+    """``{"summary": {...}, "items": [<each line>, ...]}`` streamed, never held in memory."""
+    with lines.open("rb") as src, out.open("wb") as dst:
+        dst.write(b'{"summary": ' + orjson.dumps(summary, default=str) + b', "items": [\n')
+        first = True
+        for line in src:
+            if not first:
+                dst.write(b",\n")
+            dst.write(line.rstrip(b"\n"))
+            first = False
+        dst.write(b"\n]}\n")
+    lines.unlink()

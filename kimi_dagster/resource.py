@@ -1,0 +1,79 @@
+"""Dagster resources: the Kimi account (key, endpoint, limits, retries) and the DuckDB file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from kimi_dagster.limits import resolve_limits
+from pydantic import Field
+
+from kimi_dagster.client import DEFAULT_BASE_URL
+from kimi_dagster.engine import Settings
+from kimi_dagster.runner import RunOptions
+from kimi_dagster.store import default_db_path
+
+
+class KimiResource(ConfigurableResource):
+    """The Kimi account a run spends, and how fast it may spend it.
+
+    ```python
+    KimiResource(api_key=EnvVar("MOONSHOT_API_KEY"), tier=3, share=3)
+    ```
+    Limits are per account, not per key: when several runs go at once (the ``kimi_api`` pool
+    allows ``share`` of them), each run takes 1/``share`` of the account's limits.
+    """
+
+    api_key: str = Field(
+        description="API key; pass EnvVar('MOONSHOT_API_KEY') so it never shows in run config."
+    )
+    base_url: str = Field(
+        default_factory=lambda: os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL),
+        description="API base: https://api.moonshot.ai/v1 (USD), https://api.moonshot.cn/v1 "
+        "(CNY), or a simulator. Defaults to $MOONSHOT_BASE_URL.",
+    )
+    tier: int = Field(default=3, description="Account tier 0-5: the preset limits.")
+    concurrency: int | None = Field(default=None, description="Override: requests in flight.")
+    rpm: int | None = Field(default=None, description="Override: requests per minute.")
+    tpm: int | None = Field(
+        default=None, description="Override: tokens per minute (input + max_tokens)."
+    )
+    tpd: int | None = Field(default=None, description="Override: tokens per day.")
+    share: int = Field(
+        default=1,
+        description="How many runs share the account at once; set it to the kimi_api pool "
+        "limit. Each run gets limits / share.",
+    )
+    timeout: float = Field(default=120.0, description="Seconds to wait for one reply.")
+    max_attempts: int = Field(
+        default=5, description="Attempts per item for retryable errors (5xx, overload, resets)."
+    )
+    budget_usd: float | None = Field(
+        default=None, description="Stop a run before it could spend more than this (USD)."
+    )
+
+    def settings(self) -> Settings:
+        limits = resolve_limits(
+            self.tier, concurrency=self.concurrency, rpm=self.rpm, tpm=self.tpm, tpd=self.tpd
+        )
+        return Settings(
+            api_key=self.api_key,
+            limits=limits.share(self.share) if self.share > 1 else limits,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            options=RunOptions(max_attempts=self.max_attempts, budget_usd=self.budget_usd),
+        )
+
+
+class KimiStore(ConfigurableResource):
+    """The DuckDB file holding inputs, results and the ledger."""
+
+    path: str = Field(
+        default_factory=lambda: str(default_db_path()),
+        description="DuckDB file; defaults to $KIMI_DAGSTER_DB or .kimi_dagster/kimi.duckdb.",
+    )
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.path)

@@ -1,0 +1,312 @@
+"""Send a stream of items through the limiter and the client; record every attempt in the spool.
+
+The runner owns the retry policy (kimi-api.md's error table, via ``client.ErrorKind``):
+limit-429s slow the limiter down and retry after the wait the message names; overloads, 5xx,
+timeouts, resets and broken bodies retry with exponential backoff and jitter, at most
+``max_attempts`` times; 400s fail the item; quota, 401, 403 and 404 stop the whole run at once.
+A budget, when set, reserves each call's worst case before sending it and stops cleanly (items
+stay pending) when the next call could exceed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kimi_dagster.limits import Permit, RateLimiter
+
+from kimi_dagster.catalogue import Catalogue
+from kimi_dagster.client import ApiError, ErrorKind, KimiClient, Reply
+from kimi_dagster.spool import SpoolWriter
+from kimi_dagster.stats import RunStats
+from kimi_dagster.store import DatabaseBusy
+from kimi_dagster.tokens import EstimateCorrection
+
+
+@dataclass(slots=True)
+class WorkItem:
+    dataset: str
+    item_id: str
+    partition_key: str
+    model: str
+    max_tokens: int
+    est_input_tokens: int
+    request: bytes
+    sends: int = 0  # attempts made in this run
+    failures: int = 0  # attempts that failed for a reason other than a limit-429
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_attempts: int = 5  # per item: failures other than limit-429s before it fails
+    max_rate_limited: int = 30  # per item: limit-429s before it fails (keeps retries bounded)
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    budget_usd: float | None = None  # stop before spending more than this in the run
+    abort_grace: float = 10.0  # after a fatal error, how long in-flight requests may finish
+    sync_interval: float = 0.5  # fsync the spool at least this often
+    merge_interval: float = 2.0  # move spooled records into DuckDB this often
+    progress_interval: float = 10.0
+
+
+class RunAborted(RuntimeError):
+    """The provider refused the account (bad key, no balance, no access, unknown model)."""
+
+    def __init__(self, error: ApiError, stats: RunStats) -> None:
+        self.error = error
+        self.stats = stats
+        super().__init__(
+            f"run stopped: {error} (HTTP {error.http_status}); items not yet done stay pending "
+            "and the next run resumes them"
+        )
+
+
+@dataclass
+class _Budget:
+    limit: float | None
+    spent: float = 0.0
+    reserved: float = 0.0
+    exhausted: bool = False
+
+    def reserve(self, worst: float) -> bool:
+        if self.limit is not None and self.spent + self.reserved + worst > self.limit:
+            self.exhausted = True
+            return False
+        self.reserved += worst
+        return True
+
+    def settle(self, worst: float, actual: float) -> None:
+        self.reserved -= worst
+        self.spent += actual
+
+
+@dataclass
+class Runner:
+    client: KimiClient
+    limiter: RateLimiter
+    catalogue: Catalogue
+    spool: SpoolWriter
+    run_id: str
+    options: RunOptions = field(default_factory=RunOptions)
+    merge: Callable[[], Any] | None = None  # moves sealed segments into DuckDB (blocking)
+    on_progress: Callable[[RunStats], None] | None = None
+    currency: str = "USD"
+    mode: str = "realtime"
+
+    def __post_init__(self) -> None:
+        self.stats = RunStats(limiter=self.limiter)
+        self._correction = EstimateCorrection()
+        self._budget = _Budget(self.options.budget_usd)
+        self._retries: list[tuple[float, int, WorkItem]] = []
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._fatal: ApiError | None = None
+        self._crash: BaseException | None = None  # a bug in this module: stop, do not hide it
+        self._source: Iterator[WorkItem] = iter(())
+        self._source_done = False
+
+    async def run(self, items: Iterable[WorkItem], total: int) -> RunStats:
+        """Process ``items`` (``total`` of them) to a final state, or until stopped."""
+        self._source = iter(items)
+        self.stats.start(total)
+        housekeeping = asyncio.create_task(self._housekeeping())
+        try:
+            await self._dispatch()
+            await self._drain()
+        finally:
+            housekeeping.cancel()
+            self.stats.finish()
+            await self._flush(final=True)
+        self.stats.budget_exhausted = self._budget.exhausted
+        if self._crash is not None:
+            raise self._crash
+        if self._fatal is not None:
+            raise RunAborted(self._fatal, self.stats)
+        return self.stats
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while self._fatal is None and self._crash is None:
+            item = self._next_ready()
+            if item is None:
+                if self._source_done and not self._tasks and not self._retries:
+                    return
+                await self._wait_for_work()
+                continue
+            charge = self._correction.corrected(item.est_input_tokens) + item.max_tokens
+            price = self.catalogue.price(item.model, self.currency)
+            worst = price.worst_case(charge - item.max_tokens, item.max_tokens)
+            if not self._budget.reserve(worst):
+                return  # this and every later item stay pending for a run with a higher budget
+            permit = await self.limiter.acquire(charge)
+            if self._fatal is not None:
+                self.limiter.release(permit)
+                self._budget.settle(worst, 0.0)
+                return
+            task = asyncio.create_task(self._attempt(item, permit, worst))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _next_ready(self) -> WorkItem | None:
+        if self._retries and self._retries[0][0] <= time.monotonic():
+            return heapq.heappop(self._retries)[2]
+        if not self._source_done:
+            try:
+                return next(self._source)
+            except StopIteration:
+                self._source_done = True
+        return None
+
+    async def _wait_for_work(self) -> None:
+        self._wake.clear()
+        timeout = None
+        if self._retries:
+            timeout = max(0.0, self._retries[0][0] - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._crash = exc
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        grace = self.options.abort_grace if self._fatal is not None else None
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    async def _attempt(self, item: WorkItem, permit: Permit, worst: float) -> None:
+        item.sends += 1
+        attempt_id = f"{self.run_id}:{item.item_id}:{item.sends}"
+        started = time.time()
+        t0 = time.perf_counter()
+        reply: Reply | None = None
+        error: ApiError | None = None
+        try:
+            reply = await self.client.chat(item.request, attempt_id)
+        except ApiError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            error = ApiError(ErrorKind.RETRYABLE, "cancelled", "run stopped while in flight")
+            raise
+        finally:
+            latency_ms = (time.perf_counter() - t0) * 1000
+            actual = reply.prompt_tokens + item.max_tokens if reply else None
+            self.limiter.release(permit, actual_tokens=actual)
+            cost = 0.0
+            if reply is not None:
+                self._correction.observe(item.est_input_tokens, reply.prompt_tokens)
+                cost = self.catalogue.price(item.model, self.currency).cost(
+                    reply.prompt_tokens,
+                    reply.completion_tokens,
+                    reply.cached_tokens,
+                    batch=self.mode == "batch",
+                )
+            self._budget.settle(worst, cost)
+            self._record(item, attempt_id, started, latency_ms, permit, reply, error, cost)
+
+    def _record(
+        self,
+        item: WorkItem,
+        attempt_id: str,
+        started: float,
+        latency_ms: float,
+        permit: Permit,
+        reply: Reply | None,
+        error: ApiError | None,
+        cost: float,
+    ) -> None:
+        outcome, delay = self._decide(item, error)
+        record: dict[str, Any] = {
+            "attempt_id": attempt_id, "dataset": item.dataset, "item_id": item.item_id,
+            "partition_key": item.partition_key, "run_id": self.run_id, "attempt": item.sends,
+            "model": item.model, "mode": self.mode, "started_at": started,
+            "finished_at": started + latency_ms / 1000, "latency_ms": latency_ms,
+            "http_status": 200 if reply else (error.http_status if error else None),
+            "outcome": outcome, "error_type": error.error_type if error else None,
+            "error_message": error.message if error else None,
+            "gateway_tokens": permit.tokens, "final": outcome in ("ok", "failed"),
+        }  # fmt: skip
+        if reply is not None:
+            record.update(
+                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                cached_tokens=reply.cached_tokens, cost_usd=cost, status="succeeded",
+                output=reply.content, reasoning=reply.reasoning,
+                finish_reason=reply.finish_reason, response_id=reply.response_id,
+            )  # fmt: skip
+        elif outcome == "failed":
+            record["status"] = "failed"
+        self.spool.append(record)
+        self.stats.observe(item, outcome, latency_ms, reply, error, cost)
+        if outcome == "retry":
+            heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), item))
+        elif outcome == "fatal" and self._fatal is None:
+            self._fatal = error
+
+    def _decide(self, item: WorkItem, error: ApiError | None) -> tuple[str, float]:
+        """ok | retry (after a delay) | failed (this item) | fatal (the run)."""
+        if error is None:
+            return "ok", 0.0
+        if error.kind is ErrorKind.FATAL:
+            return "fatal", 0.0
+        if error.kind is ErrorKind.ITEM or error.error_type == "cancelled":
+            return ("failed" if error.kind is ErrorKind.ITEM else "cancelled"), 0.0
+        if error.kind is ErrorKind.RATE_LIMIT:
+            self.limiter.penalize(error.retry_after)
+            if item.sends - item.failures >= self.options.max_rate_limited:
+                return "failed", 0.0
+            return "retry", error.retry_after or self._backoff(1)
+        item.failures += 1
+        if item.failures >= self.options.max_attempts:
+            return "failed", 0.0
+        return "retry", self._backoff(item.failures)
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential with full jitter, so retries of a burst of failures spread out."""
+        ceiling = min(self.options.backoff_max, self.options.backoff_base * 2 ** (failures - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    # -- durability and progress ------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_merge = last_progress = time.monotonic()
+        while True:
+            await asyncio.sleep(self.options.sync_interval)
+            await asyncio.to_thread(self.spool.sync)
+            now = time.monotonic()
+            if now - last_merge >= self.options.merge_interval:
+                last_merge = now
+                await self._flush(final=False)
+            if self.on_progress and now - last_progress >= self.options.progress_interval:
+                last_progress = now
+                self.on_progress(self.stats)
+
+    async def _flush(self, *, final: bool) -> None:
+        """Seal the open segment and merge; the final merge is the caller's (it may wait)."""
+        if final:
+            await asyncio.to_thread(self.spool.close)
+            return
+        if (old := self.spool.rotate()) is not None:
+            await asyncio.to_thread(self.spool.seal, old)
+        if self.merge is not None:
+            try:
+                await asyncio.to_thread(self.merge)
+            except DatabaseBusy:
+                self.stats.unmerged = True  # safe in the spool; the next merge takes it

@@ -1,0 +1,138 @@
+"""The durable record of a run: append-only JSONL segments beside the DuckDB file.
+
+Every attempt's record is written to the run's open segment the moment its reply arrives
+(one ``write`` call, so ``kill -9`` loses nothing already received) and fsync'd at least every
+``sync_interval`` seconds (so a machine crash loses at most that much). Segments are rotated
+and merged into DuckDB in short transactions; a segment is deleted only after its merge has
+committed, and merging is idempotent, so a crash at any point neither loses nor doubles a row.
+
+The writer holds an ``flock`` on its open segment. Whoever merges next (any run, or the CLI)
+takes every segment that is not locked: closed ones, and those whose writer has died.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from kimi_dagster.store import run_sql
+
+ATTEMPT_COLUMNS = {
+    "attempt_id": "VARCHAR", "dataset": "VARCHAR", "item_id": "VARCHAR",
+    "partition_key": "VARCHAR", "run_id": "VARCHAR", "attempt": "INTEGER", "model": "VARCHAR",
+    "mode": "VARCHAR", "started_at": "DOUBLE", "finished_at": "DOUBLE", "latency_ms": "DOUBLE",
+    "http_status": "INTEGER", "outcome": "VARCHAR", "error_type": "VARCHAR",
+    "error_message": "VARCHAR", "gateway_tokens": "INTEGER", "prompt_tokens": "INTEGER",
+    "completion_tokens": "INTEGER", "cached_tokens": "INTEGER", "cost_usd": "DECIMAL(18,9)",
+    "final": "BOOLEAN", "status": "VARCHAR", "output": "VARCHAR", "reasoning": "VARCHAR",
+    "finish_reason": "VARCHAR", "response_id": "VARCHAR",
+}  # fmt: skip
+
+
+def spool_dir(db_path: str | os.PathLike[str]) -> Path:
+    """Segments live in ``<db>.spool/`` so every process using the database finds them."""
+    path = Path(db_path)
+    return path.with_name(path.name + ".spool")
+
+
+class SpoolWriter:
+    """Appends attempt records for one run; ``rotate()`` closes the segment for merging."""
+
+    def __init__(self, directory: Path, run_token: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._directory = directory
+        self._token = run_token
+        self._seq = 0
+        self._fd = -1
+        self._dirty = False
+        self._open_segment()
+
+    def _open_segment(self) -> None:
+        self._seq += 1
+        path = self._directory / f"{self._token}-{self._seq:06d}.jsonl"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._written = 0
+
+    def append(self, record: dict[str, Any]) -> None:
+        os.write(self._fd, orjson.dumps(record) + b"\n")
+        self._written += 1
+        self._dirty = True
+
+    def sync(self) -> None:
+        """fsync what was appended since the last sync (call from a thread: it blocks)."""
+        if self._dirty:
+            self._dirty = False
+            os.fsync(self._fd)
+
+    def rotate(self) -> int | None:
+        """Start a new segment if the current one has data; returns the old descriptor, which
+        ``seal`` (blocking: run it in a thread) makes durable and mergeable."""
+        if not self._written:
+            return None
+        old = self._fd
+        self._open_segment()
+        return old
+
+    @staticmethod
+    def seal(fd: int) -> None:
+        os.fsync(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def close(self) -> None:
+        """Seal the open segment (an empty one is removed)."""
+        if self._fd < 0:
+            return
+        self.seal(self._fd)
+        self._fd = -1
+        if not self._written:
+            (self._directory / f"{self._token}-{self._seq:06d}.jsonl").unlink(missing_ok=True)
+
+
+def merge_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> int:
+    """Load every unlocked segment into ``attempts``/``results``; returns records merged."""
+    if not directory.is_dir():
+        return 0
+    merged = 0
+    for segment in sorted(directory.glob("*.jsonl")):
+        try:
+            fd = os.open(segment, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer still appends to it
+            _drop_torn_tail(fd)
+            if os.fstat(fd).st_size:
+                params = {"segment": str(segment), "columns": ATTEMPT_COLUMNS}
+                con.execute("BEGIN")
+                merged += run_sql(con, "queries/merge_attempts", params).fetchone()[0]
+                run_sql(con, "queries/merge_results", params)
+                con.execute("COMMIT")
+            segment.unlink()
+        finally:
+            os.close(fd)
+    return merged
+
+
+def _drop_torn_tail(fd: int, block: int = 1 << 16) -> None:
+    """A writer killed mid-``write`` can leave a partial last line; it was never acknowledged."""
+    end = size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    while end > 0:
+        start = max(0, end - block)
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            os.ftruncate(fd, start + cut + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)

@@ -1,0 +1,1 @@
+SELECT chunk_size FROM datasets WHERE dataset = $dataset;

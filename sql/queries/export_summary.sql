@@ -1,0 +1,12 @@
+-- The "summary" object at the top of a JSON export.
+SELECT count(*) AS items,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+       coalesce(sum(completion_tokens), 0) AS completion_tokens,
+       coalesce(sum(cached_tokens), 0) AS cached_tokens,
+       coalesce(sum(cost_usd), 0)::DOUBLE AS cost_usd
+FROM item_results
+WHERE dataset = $dataset
+  AND partition_key >= coalesce($first_key, '') AND partition_key <= coalesce($last_key, '~');

@@ -1,0 +1,1 @@
+SELECT model, context_tokens, fixed_sampling, thinking FROM models;

@@ -1,0 +1,81 @@
+"""Ingest: JSONL -> items in chunk partitions, rejected lines with reasons, idempotent."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from kimi_dagster.ingest import dataset_name, ingest_file
+
+
+def rows(db, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_chunks_rejections_and_reingest(db, write_jsonl) -> None:
+    lines = [{"id": f"q{i}", "message": f"question {i}"} for i in range(5)]
+    lines.insert(2, b"{broken")
+    lines.append({"id": "q1", "message": "same id, other prompt"})
+    lines.append(b"")  # blank lines are skipped silently
+    path = write_jsonl("My Tickets.jsonl", lines)
+
+    report = ingest_file(db, path, chunk_size=2)
+    assert report.dataset == "my_tickets"
+    assert (report.lines, report.accepted, report.unchanged, report.rejected) == (8, 5, 0, 2)
+    assert report.partitions == ["my_tickets-00000", "my_tickets-00001", "my_tickets-00002"]
+    assert [n for n, _ in report.rejections] == [3, 7]
+    assert "first used on line 2" in report.rejections[1][1]
+    assert rows(db, "SELECT item_id, chunk, line_no FROM items ORDER BY line_no") == [
+        ("q0", 0, 1),
+        ("q1", 0, 2),
+        ("q2", 1, 4),
+        ("q3", 1, 5),
+        ("q4", 2, 6),
+    ]
+    assert rows(db, "SELECT line_no FROM rejected_lines ORDER BY 1") == [(3,), (7,)]
+
+    again = ingest_file(db, path, chunk_size=2)
+    assert (again.accepted, again.unchanged, again.rejected) == (0, 5, 2)
+    assert rows(db, "SELECT count(*) FROM items") == [(5,)]
+
+
+def test_appended_lines_get_new_chunks_and_changed_ids_are_refused(db, write_jsonl) -> None:
+    first = [{"id": f"q{i}", "message": f"question {i}"} for i in range(3)]
+    path = write_jsonl("data.jsonl", first)
+    ingest_file(db, path, chunk_size=2)
+    path = write_jsonl(
+        "data.jsonl",
+        [{"id": "q0", "message": "changed prompt"}, *first[1:], {"id": "q3", "message": "new"}],
+    )
+    report = ingest_file(db, path, chunk_size=2)
+    assert (report.accepted, report.unchanged, report.rejected) == (1, 2, 1)
+    assert "already ingested from" in report.rejections[0][1]
+    assert rows(db, "SELECT chunk FROM items WHERE item_id = 'q3'") == [(2,)]
+
+
+def test_empty_and_missing_files(db, write_jsonl, tmp_path) -> None:
+    report = ingest_file(db, write_jsonl("empty.jsonl", []))
+    assert (report.lines, report.accepted, report.partitions) == (0, 0, [])
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        ingest_file(db, tmp_path / "nope.jsonl")
+
+
+def test_huge_and_non_utf8_lines_do_not_stop_the_ingest(db, write_jsonl) -> None:
+    huge = {"id": "huge", "message": "x" * 10_000_000}  # ~2.5M tokens: over any context
+    path = write_jsonl(
+        "mixed.jsonl",
+        [huge, b'{"id": "latin", "message": "caf\xe9"}', {"id": "fine", "message": "ok"}],
+    )
+    report = ingest_file(db, path)
+    assert report.accepted == 1
+    reasons = dict(report.rejections)
+    assert "context" in reasons[1] and "UTF-8" in reasons[2]
+
+
+def test_dataset_names_are_partition_safe() -> None:
+    assert dataset_name("/x/SEO Articles, v2.jsonl") == "seo_articles_v2"
+    assert dataset_name("/x/---.jsonl") == "dataset"

@@ -1,0 +1,122 @@
+"""The spool: appended records survive the writer, merge idempotently, torn tails are cut."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import duckdb
+import orjson
+import pytest
+
+from kimi_dagster.spool import SpoolWriter, merge_spool, spool_dir
+from kimi_dagster.store import DatabaseBusy, connect, ensure_schema
+
+
+def record(item: str, n: int, *, ok: bool, final: bool = True) -> dict:
+    now = time.time()
+    base = {
+        "attempt_id": f"run1:{item}:{n}", "dataset": "d", "item_id": item,
+        "partition_key": "d-00000", "run_id": "run1", "attempt": n, "model": "kimi-k2.5",
+        "mode": "realtime", "started_at": now, "finished_at": now + 0.1, "latency_ms": 100.0,
+        "http_status": 200 if ok else 500, "outcome": "ok" if ok else "failed",
+        "error_type": None if ok else "server_error", "error_message": None,
+        "gateway_tokens": 100, "final": final,
+    }  # fmt: skip
+    if ok:
+        base.update(
+            prompt_tokens=10,
+            completion_tokens=5,
+            cached_tokens=0,
+            cost_usd=0.000021,
+            status="succeeded",
+            output=f"out-{item}",
+            finish_reason="stop",
+        )
+    elif final:
+        base["status"] = "failed"
+    return base
+
+
+def table(db, sql: str) -> list[tuple]:
+    with connect(db, read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_merge_is_idempotent_and_success_is_never_replaced(db) -> None:
+    ensure_schema(db)
+    directory = spool_dir(db)
+    writer = SpoolWriter(directory, "run1")
+    writer.append(record("a", 1, ok=False))
+    writer.append(record("a", 2, ok=True))
+    writer.append(record("b", 1, ok=True))
+    old = writer.rotate()
+    assert old is not None
+    SpoolWriter.seal(old)
+    # a segment copied back (as if a crash came between commit and delete) adds nothing
+    segment = sorted(directory.glob("*.jsonl"))[0]
+    replay = segment.read_bytes()
+    with connect(db) as con:
+        assert merge_spool(con, directory) == 3
+    assert not segment.exists()
+    segment.write_bytes(replay)
+    writer.append(record("b", 2, ok=False))  # a later failure must not undo b's success
+    writer.close()
+    with connect(db) as con:
+        merge_spool(con, directory)
+    assert table(db, "SELECT count(*) FROM attempts") == [(4,)]
+    assert table(db, "SELECT item_id, status, output FROM results ORDER BY 1") == [
+        ("a", "succeeded", "out-a"),
+        ("b", "succeeded", "out-b"),
+    ]
+    assert list(directory.glob("*.jsonl")) == []
+
+
+def test_open_segment_of_a_live_writer_is_left_alone(db) -> None:
+    ensure_schema(db)
+    writer = SpoolWriter(spool_dir(db), "live")
+    writer.append(record("a", 1, ok=True))
+    with connect(db) as con:
+        assert merge_spool(con, spool_dir(db)) == 0
+    writer.close()
+    with connect(db) as con:
+        assert merge_spool(con, spool_dir(db)) == 1
+
+
+def test_torn_last_line_of_a_dead_writer_is_dropped(db) -> None:
+    ensure_schema(db)
+    directory = spool_dir(db)
+    directory.mkdir()
+    segment = directory / "dead-000001.jsonl"
+    whole = orjson.dumps(record("a", 1, ok=True)) + b"\n"
+    torn = orjson.dumps(record("b", 1, ok=True))[:57]
+    segment.write_bytes(whole + torn)
+    with connect(db) as con:
+        assert merge_spool(con, directory) == 1
+    assert table(db, "SELECT item_id FROM results") == [("a",)]
+
+
+def test_connect_waits_for_another_process_lock(db) -> None:
+    ensure_schema(db)
+    pid = os.fork()
+    if pid == 0:  # child: hold the file read-write for 1.5 s
+        con = duckdb.connect(str(db))
+        time.sleep(1.5)
+        con.close()
+        os._exit(0)
+    time.sleep(0.5)
+    started = time.monotonic()
+    with connect(db, read_only=True, timeout=10) as con:
+        assert con.execute("SELECT 1").fetchone() == (1,)
+    waited = time.monotonic() - started
+    os.waitpid(pid, 0)
+    assert 0.5 < waited < 5
+    pid = os.fork()
+    if pid == 0:
+        con = duckdb.connect(str(db))
+        time.sleep(2)
+        os._exit(0)
+    time.sleep(0.5)
+    with pytest.raises(DatabaseBusy, match="stayed locked"), connect(db, timeout=0.3):
+        pass
+    os.waitpid(pid, 0)
