@@ -7,7 +7,6 @@ httpx's own connection pool costs 18-21 ms of CPU per request, aiohttp's under 1
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import re
 from dataclasses import dataclass
@@ -142,13 +141,13 @@ def parse_reply(body: bytes) -> Reply:
 
 
 def _transport_error(exc: BaseException) -> ApiError:
-    """Name a failed exchange by its root cause: the transport maps resets to timeouts."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-            return ApiError(ErrorKind.RETRYABLE, "timeout", f"no reply in time ({cause!r})")
-        cause = cause.__cause__
-    root = exc.__cause__ or exc
+    """Name a failed exchange by its root cause (the aiohttp transport maps resets to
+    ``ConnectTimeout``, so httpx's class alone would call a reset a timeout)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, (TimeoutError, aiohttp.ServerTimeoutError, httpx.TimeoutException)):
+        return ApiError(ErrorKind.RETRYABLE, "timeout", f"no reply in time ({root!r})")
     return ApiError(ErrorKind.RETRYABLE, "connection_error", f"connection failed ({root!r})")
 
 
@@ -192,7 +191,7 @@ class KimiClient:
             response = await self._http.post(
                 "chat/completions", content=body, headers={"X-Request-Id": request_id}
             )
-        except (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_error(exc) from None
         if response.status_code != 200:
             raise classify(response.status_code, response.content, response.headers)

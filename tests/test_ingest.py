@@ -60,7 +60,7 @@ def test_appended_lines_get_new_chunks_and_changed_ids_are_refused(db, write_jso
 def test_empty_and_missing_files(db, write_jsonl, tmp_path) -> None:
     report = ingest_file(db, write_jsonl("empty.jsonl", []))
     assert (report.lines, report.accepted, report.partitions) == (0, 0, [])
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         ingest_file(db, tmp_path / "nope.jsonl")
 
 
