@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kimi_dagster.limits import resolve_limits
 
 from kimi_dagster.client import DEFAULT_BASE_URL
 from kimi_dagster.engine import Settings, process_partitions
 from kimi_dagster.exports import export_results
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, dataset_name, ingest_file
 from kimi_dagster.inputs import ItemDefaults
+from kimi_dagster.limits import resolve_limits
 from kimi_dagster.reports import named, query
 from kimi_dagster.runner import RunAborted, RunOptions
 from kimi_dagster.stats import RunStats

@@ -15,11 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kimi_dagster.limits import Limits, RateLimiter
-
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.claims import claim
 from kimi_dagster.client import DEFAULT_BASE_URL, KimiClient
+from kimi_dagster.limits import Limits, RateLimiter
 from kimi_dagster.runner import Runner, RunOptions, WorkItem
 from kimi_dagster.spool import SpoolWriter, merge_spool, spool_dir
 from kimi_dagster.stats import RunStats

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
-from kimi_dagster.limits import resolve_limits
 from pydantic import Field
 
 from kimi_dagster.client import DEFAULT_BASE_URL
 from kimi_dagster.engine import Settings
+from kimi_dagster.limits import resolve_limits
 from kimi_dagster.runner import RunOptions
 from kimi_dagster.store import default_db_path
 

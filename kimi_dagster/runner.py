@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kimi_dagster.limits import Permit, RateLimiter
-
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.client import ApiError, ErrorKind, KimiClient, Reply
+from kimi_dagster.limits import Permit, RateLimiter
 from kimi_dagster.spool import SpoolWriter
 from kimi_dagster.stats import RunStats
 from kimi_dagster.store import DatabaseBusy

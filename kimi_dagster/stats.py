@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kimi_dagster.limits import RateLimiter
-
     from kimi_dagster.client import ApiError, Reply
+    from kimi_dagster.limits import RateLimiter
     from kimi_dagster.runner import WorkItem
 
 RESERVOIR = 50_000  # latencies kept for percentiles: exact below this, a fair sample above
