@@ -9,16 +9,18 @@ from failure" are plain Dagster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
 from kimi_dagster.claims import ChunkBusy
 from kimi_dagster.engine import process_partitions
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_file
-from kimi_dagster.inputs import ItemDefaults
+from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
 from kimi_dagster.reports import dataset_summaries
 from kimi_dagster.resource import KimiResource, KimiStore
 from kimi_dagster.runner import RunAborted
+from kimi_dagster.sensors import chunk_sensor, inbox_sensor
 from kimi_dagster.stats import RunStats
 
 DEFAULT_POOL = "kimi_api"
@@ -26,17 +28,37 @@ DEFAULT_POOL = "kimi_api"
 
 @dataclass(frozen=True)
 class KimiAssets:
-    """What ``kimi_assets`` builds; pass the parts to ``dg.Definitions``."""
+    """What ``kimi_assets`` builds; ``definitions()`` wraps it with resources."""
 
     inputs: dg.AssetsDefinition
     results: dg.AssetsDefinition
     summary: dg.AssetsDefinition
     partitions: dg.DynamicPartitionsDefinition
     inference_job: dg.UnresolvedAssetJobDefinition
+    sensors: list[dg.SensorDefinition]
 
     @property
     def assets(self) -> list[dg.AssetsDefinition]:
         return [self.inputs, self.results, self.summary]
+
+
+@dataclass(frozen=True)
+class CheckThresholds:
+    """When the inference asset's checks fail (shares of the run's finished items)."""
+
+    max_failure_rate: float = 0.05
+    max_truncated_share: float = 0.10
+
+
+def pool_limit(instance: dg.DagsterInstance, pool: str) -> int | None:
+    """The pool's slot limit from the instance (explicit, else the default), if it has pools."""
+    try:
+        for limit in instance.event_log_storage.get_pool_limits():
+            if limit.name == pool:
+                return limit.limit
+        return instance.get_concurrency_config().pool_config.default_pool_limit
+    except NotImplementedError:  # storages without pools (ephemeral instances)
+        return None
 
 
 def ingest_metadata(report: IngestReport) -> dict[str, dg.MetadataValue | int | str]:
@@ -48,6 +70,7 @@ def ingest_metadata(report: IngestReport) -> dict[str, dg.MetadataValue | int | 
         "unchanged": report.unchanged,
         "rejected": report.rejected,
         "partitions": len(report.partitions),
+        "new_partitions": dg.MetadataValue.json(report.new_partitions),
         "est_input_tokens": report.est_input_tokens,
     }
     if report.rejected:
@@ -59,14 +82,18 @@ def kimi_assets(
     prefix: str = "kimi",
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    model: str = ItemDefaults.model,
-    max_tokens: int = ItemDefaults.max_tokens,
+    model: str = DEFAULT_MODEL,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
     chunks_per_run: int = 4,
     pool: str = DEFAULT_POOL,
     group_name: str | None = None,
+    inbox: str | Path | None = None,
+    auto_run: bool = True,
+    checks: CheckThresholds = CheckThresholds(),
 ) -> KimiAssets:
     """Build one pipeline's assets. ``chunks_per_run`` is the backfill policy: how many chunk
-    partitions one run processes back to back (no rate dip between them)."""
+    partitions one run processes back to back (no rate dip between them). ``inbox``: a folder
+    whose new JSONL files are ingested by a sensor; ``auto_run``: run their chunks at once."""
     partitions = dg.DynamicPartitionsDefinition(name=f"{prefix}_chunks")
     group = group_name or prefix
     inputs_key = dg.AssetKey(f"{prefix}_inputs")
@@ -101,9 +128,20 @@ def kimi_assets(
     class InferenceConfig(dg.Config):
         missing_only: bool = False  # True: do not retry items that already failed
 
+    failure_check = dg.AssetCheckSpec(
+        "failure_rate", asset=results_key, description="Share of the run's items that failed"
+    )
+    truncation_check = dg.AssetCheckSpec(
+        "truncated_share", asset=results_key, description="Share of outputs cut at max_tokens"
+    )
+    budget_check = dg.AssetCheckSpec(
+        "budget", asset=results_key, description="The run stayed within its budget"
+    )
+
     @dg.asset(
         key=results_key,
         deps=[inputs_key],
+        check_specs=[failure_check, truncation_check, budget_check],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=chunks_per_run),
         pool=pool,
@@ -137,7 +175,7 @@ def kimi_assets(
             stats = await process_partitions(
                 store.db_path,
                 keys,
-                kimi.settings(),
+                kimi.settings(pool_limit(context.instance, pool)),
                 run_id=context.run_id,
                 retry_failed=not config.missing_only,
                 on_progress=progress,
@@ -145,7 +183,9 @@ def kimi_assets(
         except (RunAborted, ChunkBusy) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(stats.progress_line())
-        return dg.MaterializeResult(metadata=_numeric(stats.metadata()))
+        return dg.MaterializeResult(
+            metadata=_numeric(stats.metadata()), check_results=_check_results(stats, checks)
+        )
 
     @dg.asset(
         key=dg.AssetKey(f"{prefix}_summary"),
@@ -167,7 +207,42 @@ def kimi_assets(
     job = dg.define_asset_job(
         f"{prefix}_inference", selection=[results_key], partitions_def=partitions
     )
-    return KimiAssets(inputs, results, summary, partitions, job)
+    sensors = [chunk_sensor(f"{prefix}_chunk_sensor", inputs_key, job, running=auto_run)]
+    if inbox is not None:
+        sensors.append(inbox_sensor(f"{prefix}_inbox_sensor", Path(inbox), inputs_key))
+    return KimiAssets(inputs, results, summary, partitions, job, sensors)
+
+
+def _check_results(stats: RunStats, limits: CheckThresholds) -> list[dg.AssetCheckResult]:
+    finished = max(1, stats.done)
+    failure_rate = stats.failed / finished
+    truncated = stats.truncated / max(1, stats.succeeded)
+    return [
+        dg.AssetCheckResult(
+            check_name="failure_rate",
+            passed=failure_rate <= limits.max_failure_rate,
+            metadata={
+                "failure_rate": failure_rate,
+                "threshold": limits.max_failure_rate,
+                "failed": stats.failed,
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name="truncated_share",
+            passed=truncated <= limits.max_truncated_share,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "truncated_share": truncated,
+                "threshold": limits.max_truncated_share,
+                "hint": "raise max_tokens for these prompts" if truncated else "",
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name="budget",
+            passed=not stats.budget_exhausted,
+            metadata={"cost_usd": stats.cost_usd, "pending_after_budget": stats.total - stats.done},
+        ),
+    ]
 
 
 def _numeric(meta: dict[str, object]) -> dict[str, object]:

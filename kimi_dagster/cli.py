@@ -18,7 +18,7 @@ from kimi_dagster.client import DEFAULT_BASE_URL
 from kimi_dagster.engine import Settings, process_partitions
 from kimi_dagster.exports import export_results
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, dataset_name, ingest_file
-from kimi_dagster.inputs import ItemDefaults
+from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
 from kimi_dagster.limits import resolve_limits
 from kimi_dagster.reports import named, query
 from kimi_dagster.runner import RunAborted, RunOptions
@@ -93,15 +93,15 @@ def _add_item_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        default=ItemDefaults.model,
-        help=f"model for lines without one (default {ItemDefaults.model})",
+        default=DEFAULT_MODEL,
+        help=f"model for lines without one (default {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--max-tokens",
         type=int,
-        default=ItemDefaults.max_tokens,
+        default=DEFAULT_MAX_TOKENS,
         help="max_tokens for lines without one (default "
-        f"{ItemDefaults.max_tokens}); a small honest value raises throughput",
+        f"{DEFAULT_MAX_TOKENS}); a small honest value raises throughput",
     )
 
 

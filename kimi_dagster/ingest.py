@@ -37,6 +37,7 @@ class IngestReport:
     max_output_tokens: int = 0
     rejections: list[tuple[int, str]] = field(default_factory=list)  # first few (line, reason)
     partitions: list[str] = field(default_factory=list)  # every chunk key of the dataset
+    new_partitions: list[str] = field(default_factory=list)  # the chunks this ingest created
 
     def describe_rejections(self) -> str:
         shown = "\n".join(f"  {self.source_file}:{n}: {why}" for n, why in self.rejections)
@@ -154,6 +155,7 @@ def _load(
         con.execute("BEGIN")
         run_sql(con, "queries/register_dataset", params)
         params["chunk_size"] = run_sql(con, "queries/dataset_chunk_size", params).fetchone()[0]
+        params["min_chunk"] = run_sql(con, "queries/next_chunk", params).fetchone()[0]
         run_sql(con, "ingest/1_stage", params)
         conflicts = run_sql(con, "ingest/2_reject_duplicates", params).fetchall()
         report.accepted = run_sql(con, "ingest/3_insert_items", params).fetchone()[0]
@@ -176,8 +178,9 @@ def _load(
         report.est_input_tokens, report.max_output_tokens = run_sql(
             con, "queries/dataset_token_totals", params
         ).fetchone()
-        report.partitions = [
-            k for (k,) in run_sql(con, "queries/dataset_partitions", params).fetchall()
-        ]
+        every = run_sql(con, "queries/dataset_partitions", {**params, "min_chunk": 0}).fetchall()
+        report.partitions = [k for (k,) in every]
+        new = run_sql(con, "queries/dataset_partitions", params).fetchall()
+        report.new_partitions = [k for (k,) in new]
         con.execute("DROP TABLE staged")
         con.execute("COMMIT")

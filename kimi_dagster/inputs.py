@@ -39,10 +39,16 @@ class LineError(ValueError):
     """Why a line cannot become an item; the message says what to fix."""
 
 
+DEFAULT_MODEL = "kimi-k2.5"
+DEFAULT_MAX_TOKENS = 1024  # the API's own default when max_tokens is omitted
+
+
 @dataclass(frozen=True, slots=True)
 class ItemDefaults:
-    model: str = "kimi-k2.5"
-    max_tokens: int = 1024
+    """What a line without ``model`` or ``max_tokens`` gets."""
+
+    model: str = DEFAULT_MODEL
+    max_tokens: int = DEFAULT_MAX_TOKENS
 
 
 @dataclass(frozen=True, slots=True)

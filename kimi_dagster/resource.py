@@ -21,8 +21,8 @@ class KimiResource(ConfigurableResource):
     ```python
     KimiResource(api_key=EnvVar("MOONSHOT_API_KEY"), tier=3, share=3)
     ```
-    Limits are per account, not per key: when several runs go at once (the ``kimi_api`` pool
-    allows ``share`` of them), each run takes 1/``share`` of the account's limits.
+    Limits are per account, not per key: when several runs go at once (as many as the
+    ``kimi_api`` pool allows), each run takes that share of the account's limits.
     """
 
     api_key: str = Field(
@@ -40,10 +40,10 @@ class KimiResource(ConfigurableResource):
         default=None, description="Override: tokens per minute (input + max_tokens)."
     )
     tpd: int | None = Field(default=None, description="Override: tokens per day.")
-    share: int = Field(
-        default=1,
-        description="How many runs share the account at once; set it to the kimi_api pool "
-        "limit. Each run gets limits / share.",
+    share: int | None = Field(
+        default=None,
+        description="How many runs share the account at once; each run gets limits / share. "
+        "Unset: the limit of the asset's Dagster pool (kimi_api), read from the instance.",
     )
     timeout: float = Field(default=120.0, description="Seconds to wait for one reply.")
     max_attempts: int = Field(
@@ -53,13 +53,15 @@ class KimiResource(ConfigurableResource):
         default=None, description="Stop a run before it could spend more than this (USD)."
     )
 
-    def settings(self) -> Settings:
+    def settings(self, pool_limit: int | None = None) -> Settings:
+        """The run's settings; ``pool_limit`` is used when ``share`` is not set."""
         limits = resolve_limits(
             self.tier, concurrency=self.concurrency, rpm=self.rpm, tpm=self.tpm, tpd=self.tpd
         )
+        share = self.share or pool_limit or 1
         return Settings(
             api_key=self.api_key,
-            limits=limits.share(self.share) if self.share > 1 else limits,
+            limits=limits.share(share) if share > 1 else limits,
             base_url=self.base_url,
             timeout=self.timeout,
             options=RunOptions(max_attempts=self.max_attempts, budget_usd=self.budget_usd),

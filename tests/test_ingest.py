@@ -27,6 +27,7 @@ def test_chunks_rejections_and_reingest(db, write_jsonl) -> None:
     assert report.dataset == "my_tickets"
     assert (report.lines, report.accepted, report.unchanged, report.rejected) == (8, 5, 0, 2)
     assert report.partitions == ["my_tickets-00000", "my_tickets-00001", "my_tickets-00002"]
+    assert report.new_partitions == report.partitions
     assert [n for n, _ in report.rejections] == [3, 7]
     assert "first used on line 2" in report.rejections[1][1]
     assert rows(db, "SELECT item_id, chunk, line_no FROM items ORDER BY line_no") == [
@@ -40,6 +41,7 @@ def test_chunks_rejections_and_reingest(db, write_jsonl) -> None:
 
     again = ingest_file(db, path, chunk_size=2)
     assert (again.accepted, again.unchanged, again.rejected) == (0, 5, 2)
+    assert again.new_partitions == []
     assert rows(db, "SELECT count(*) FROM items") == [(5,)]
 
 
@@ -55,6 +57,7 @@ def test_appended_lines_get_new_chunks_and_changed_ids_are_refused(db, write_jso
     assert (report.accepted, report.unchanged, report.rejected) == (1, 2, 1)
     assert "already ingested from" in report.rejections[0][1]
     assert rows(db, "SELECT chunk FROM items WHERE item_id = 'q3'") == [(2,)]
+    assert report.new_partitions == ["data-00002"]
 
 
 def test_empty_and_missing_files(db, write_jsonl, tmp_path) -> None:

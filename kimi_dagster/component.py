@@ -1,0 +1,68 @@
+"""A YAML-configured Dagster Component, so a second dataset pipeline needs no Python:
+
+```yaml
+# defs/support_tickets/defs.yaml
+type: kimi_dagster.component.KimiPipeline
+attributes:
+  prefix: tickets
+  model_name: kimi-k2.5
+  tier: 3
+  chunk_size: 2000
+  max_tokens: 64
+  inbox: /data/tickets/inbox
+  budget_usd: 500
+```
+It builds the same assets, checks and sensors as ``kimi_assets`` plus the resources.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from kimi_dagster.assets import kimi_assets
+from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE
+from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL
+from kimi_dagster.resource import KimiResource, KimiStore
+from kimi_dagster.store import default_db_path
+
+
+class KimiPipeline(dg.Component, dg.Model, dg.Resolvable):
+    """One prompt pipeline: inbox -> ingest -> chunk inference through Kimi -> DuckDB."""
+
+    prefix: str = Field(default="kimi", description="Names the assets: <prefix>_inputs, ...")
+    model_name: str = Field(default=DEFAULT_MODEL, description="Model for lines without one")
+    tier: int = Field(default=3, description="Account tier 0-5")
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, description="Items per partition")
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, description="Default max_tokens")
+    chunks_per_run: int = Field(default=4, description="Chunk partitions per backfill run")
+    inbox: str | None = Field(default=None, description="Folder watched for new JSONL files")
+    auto_run: bool = Field(default=True, description="Run new chunks as soon as ingested")
+    budget_usd: float | None = Field(default=None, description="Per-run spending cap (USD)")
+    db_path: str | None = Field(
+        default=None, description="DuckDB file (default: env/.kimi_dagster)"
+    )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        pipeline = kimi_assets(
+            self.prefix,
+            chunk_size=self.chunk_size,
+            model=self.model_name,
+            max_tokens=self.max_tokens,
+            chunks_per_run=self.chunks_per_run,
+            inbox=self.inbox,
+            auto_run=self.auto_run,
+        )
+        return dg.Definitions(
+            assets=pipeline.assets,
+            jobs=[pipeline.inference_job],
+            sensors=pipeline.sensors,
+            resources={
+                "kimi": KimiResource(
+                    api_key=dg.EnvVar("MOONSHOT_API_KEY"),
+                    tier=self.tier,
+                    budget_usd=self.budget_usd,
+                ),
+                "store": KimiStore(path=self.db_path or str(default_db_path())),
+            },
+        )
