@@ -1,0 +1,3 @@
+from kimi_dagster.simulator.cli import main
+
+raise SystemExit(main())
