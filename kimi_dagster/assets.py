@@ -6,12 +6,12 @@ dynamic partition ``<dataset>-<NNNNN>``; backfills, partition-level retries and 
 from failure" are plain Dagster.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+from pydantic import Field
 
 from kimi_dagster.claims import ChunkBusy
 from kimi_dagster.engine import process_partitions
@@ -22,6 +22,11 @@ from kimi_dagster.resource import KimiResource, KimiStore
 from kimi_dagster.runner import RunAborted
 from kimi_dagster.sensors import chunk_sensor, inbox_sensor
 from kimi_dagster.stats import RunStats
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 DEFAULT_POOL = "kimi_api"
 
@@ -34,7 +39,7 @@ class KimiAssets:
     results: dg.AssetsDefinition
     summary: dg.AssetsDefinition
     partitions: dg.DynamicPartitionsDefinition
-    inference_job: dg.UnresolvedAssetJobDefinition
+    inference_job: "UnresolvedAssetJobDefinition"  # what dg.define_asset_job returns
     sensors: list[dg.SensorDefinition]
 
     @property
@@ -99,12 +104,15 @@ def kimi_assets(
     inputs_key = dg.AssetKey(f"{prefix}_inputs")
     results_key = dg.AssetKey(f"{prefix}_results")
 
+    defaults = ItemDefaults(model=model, max_tokens=max_tokens)
+    default_chunk_size = chunk_size  # the class body below cannot see shadowed closure names
+
     class IngestConfig(dg.Config):
-        path: str = dg.Field(description="JSONL file to ingest")  # type: ignore[assignment]
-        dataset: str | None = None
-        chunk_size: int = chunk_size
-        model: str = model
-        max_tokens: int = max_tokens
+        path: str = Field(description="JSONL file to ingest")
+        dataset: str | None = Field(default=None, description="Default: from the file name")
+        chunk_size: int = Field(default=default_chunk_size, description="Items per chunk")
+        model: str = Field(default=defaults.model, description="Model for lines without one")
+        max_tokens: int = Field(default=defaults.max_tokens, description="For lines without one")
 
     @dg.asset(key=inputs_key, group_name=group, kinds={"duckdb"})
     def inputs(
@@ -126,7 +134,9 @@ def kimi_assets(
         return dg.MaterializeResult(metadata=ingest_metadata(report))
 
     class InferenceConfig(dg.Config):
-        missing_only: bool = False  # True: do not retry items that already failed
+        missing_only: bool = Field(
+            default=False, description="Send only never-finished items; do not retry failures"
+        )
 
     failure_check = dg.AssetCheckSpec(
         "failure_rate", asset=results_key, description="Share of the run's items that failed"
@@ -207,7 +217,7 @@ def kimi_assets(
     job = dg.define_asset_job(
         f"{prefix}_inference", selection=[results_key], partitions_def=partitions
     )
-    sensors = [chunk_sensor(f"{prefix}_chunk_sensor", inputs_key, job, running=auto_run)]
+    sensors = [chunk_sensor(f"{prefix}_chunk_sensor", inputs_key, job.name, running=auto_run)]
     if inbox is not None:
         sensors.append(inbox_sensor(f"{prefix}_inbox_sensor", Path(inbox), inputs_key))
     return KimiAssets(inputs, results, summary, partitions, job, sensors)

@@ -9,7 +9,9 @@ shows the runs afterwards), then prints a summary from DuckDB.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -17,8 +19,10 @@ import orjson
 
 from kimi_dagster.defs import build_definitions
 from kimi_dagster.reports import named
+from kimi_dagster.resource import KimiResource
 from kimi_dagster.simulator import start_simulator
 
+INSTANCE_SETTINGS = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
 TOPICS = ("tech", "finance", "health", "travel", "food")
 DEMO_KEY = "sk-demo-simulator-only"
 
@@ -39,10 +43,13 @@ def write_prompts(path: Path, items: int) -> None:
 
 
 def run_demo(items: int, workdir: Path) -> int:
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     home = workdir / "dagster_home"
     home.mkdir(exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(INSTANCE_SETTINGS, home / "dagster.yaml")
     prompts = workdir / "articles.jsonl"
     write_prompts(prompts, items)
     db = workdir / "kimi.duckdb"
@@ -53,12 +60,15 @@ def run_demo(items: int, workdir: Path) -> int:
             KIMI_DAGSTER_DB=str(db),
             MOONSHOT_BASE_URL=sim.base_url,
             MOONSHOT_API_KEY=DEMO_KEY,
-            KIMI_DAGSTER_TIER="5",
         )
         print(f"simulator: {sim.base_url} (pid {sim.pid}); Dagster home: {home}", file=sys.stderr)
         defs = build_definitions()
         pipeline_assets = list(defs.assets or [])
-        resources = dict(defs.resources or {})
+        # The demo's runs go one after another, so each may use the whole account (share=1).
+        resources = {
+            **(defs.resources or {}),
+            "kimi": KimiResource(api_key=dg.EnvVar("MOONSHOT_API_KEY"), tier=5, share=1),
+        }
         with dg.DagsterInstance.get() as instance:
             dg.materialize(
                 pipeline_assets,

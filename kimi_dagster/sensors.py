@@ -67,7 +67,7 @@ def inbox_sensor(
 def chunk_sensor(
     name: str,
     inputs_key: dg.AssetKey,
-    job: dg.UnresolvedAssetJobDefinition,
+    job_name: str,
     *,
     running: bool = True,
 ) -> dg.SensorDefinition:
@@ -76,7 +76,7 @@ def chunk_sensor(
     @dg.asset_sensor(
         name=name,
         asset_key=inputs_key,
-        job=job,
+        job_name=job_name,
         default_status=dg.DefaultSensorStatus.RUNNING
         if running
         else dg.DefaultSensorStatus.STOPPED,
