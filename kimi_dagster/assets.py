@@ -186,7 +186,7 @@ def kimi_assets(
                 store.db_path,
                 keys,
                 kimi.settings(pool_limit(context.instance, pool)),
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 retry_failed=not config.missing_only,
                 on_progress=progress,
             )
@@ -214,9 +214,7 @@ def kimi_assets(
             }
         )
 
-    job = dg.define_asset_job(
-        f"{prefix}_inference", selection=[results_key], partitions_def=partitions
-    )
+    job = dg.define_asset_job(f"{prefix}_inference", selection=[results_key])
     sensors = [chunk_sensor(f"{prefix}_chunk_sensor", inputs_key, job.name, running=auto_run)]
     if inbox is not None:
         sensors.append(inbox_sensor(f"{prefix}_inbox_sensor", Path(inbox), inputs_key))

@@ -26,3 +26,40 @@ def write_jsonl(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+SIM_KEY = "sk-test-never-real-0123456789"
+
+
+@pytest.fixture(scope="session")
+def kimi_sim():
+    """One simulator process on 127.0.0.1 for the project's tests (fast: 50 ms latency)."""
+    from kimi_dagster.simulator import start_simulator
+
+    with start_simulator(tier=5, latency=0.05, latency_jitter=0.0, seed=3) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(kimi_sim, monkeypatch: pytest.MonkeyPatch):
+    """The shared simulator, reset, with the environment pointing the client at it."""
+    kimi_sim.reset()
+    original = {
+        k: v for k, v in kimi_sim.stats()["config"].items() if k not in ("host", "port", "limits")
+    }
+    monkeypatch.setenv("MOONSHOT_BASE_URL", kimi_sim.base_url)
+    monkeypatch.setenv("MOONSHOT_API_KEY", SIM_KEY)
+    yield kimi_sim
+    kimi_sim.configure(**original)
+    kimi_sim.reset()
+
+
+def item_lines(count: int, *, prefix: str = "item", max_tokens: int = 256) -> list[dict]:
+    return [
+        {
+            "id": f"{prefix}{i:04d}",
+            "message": f"Classify support ticket number {i}.",
+            "max_tokens": max_tokens,
+        }
+        for i in range(count)
+    ]
