@@ -15,8 +15,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kimi_dagster.simulator.errors import ApiError, invalid, not_found
+from kimi_dagster.simulator.batches import BATCHES, BatchService, add_batch_routes
+from kimi_dagster.simulator.errors import ApiError, invalid, json_response, not_found
 from kimi_dagster.simulator.faults import error_for, gateway_page
+from kimi_dagster.simulator.files import FILES, FileStore, add_file_routes
 from kimi_dagster.simulator.models import MODELS
 from kimi_dagster.simulator.state import SimulatorState
 from kimi_dagster.simulator.tokens import count_tokens
@@ -24,12 +26,6 @@ from kimi_dagster.simulator.validation import ChatRequest, check_messages, parse
 
 STATE = web.AppKey("state", SimulatorState)
 MAX_BODY = 110 * 1024 * 1024  # room for a 100 MB batch file upload
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(data), content_type="application/json", headers=headers
-    )
 
 
 def _reset_connection(request: web.Request) -> None:
@@ -98,7 +94,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(state.latency(reply.completion_tokens))
         body = state.serve(chat, reply, request_id=record["request_id"], batch=False)
         state.finish(record, 200)
-        return _json(body, headers=_rate_headers(state))
+        return json_response(body, headers=_rate_headers(state))
     except ApiError as error:
         state.finish(record, error.status, error.type)
         return error.response(_rate_headers(state))
@@ -135,11 +131,11 @@ async def list_models(request: web.Request) -> web.Response:
         }
         for spec in MODELS.values()
     ]
-    return _json({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data})
 
 
 async def balance(request: web.Request) -> web.Response:
-    return _json({"data": request.app[STATE].ledger.balance()})
+    return json_response({"data": request.app[STATE].ledger.balance()})
 
 
 async def estimate_tokens(request: web.Request) -> web.Response:
@@ -152,19 +148,19 @@ async def estimate_tokens(request: web.Request) -> web.Response:
     check_messages(body.get("messages"))
     if body["model"] not in MODELS:
         raise not_found(body["model"])
-    return _json({"data": {"total_tokens": count_tokens(body["messages"])}})
+    return json_response({"data": {"total_tokens": count_tokens(body["messages"])}})
 
 
 async def admin_bill(request: web.Request) -> web.Response:
-    return _json(request.app[STATE].ledger.lines)
+    return json_response(request.app[STATE].ledger.lines)
 
 
 async def admin_requests(request: web.Request) -> web.Response:
-    return _json(request.app[STATE].requests)
+    return json_response(request.app[STATE].requests)
 
 
 async def admin_stats(request: web.Request) -> web.Response:
-    return _json(request.app[STATE].stats())
+    return json_response(request.app[STATE].stats())
 
 
 async def admin_config(request: web.Request) -> web.Response:
@@ -174,18 +170,23 @@ async def admin_config(request: web.Request) -> web.Response:
             raise ValueError("send a JSON object of config fields")
         config = request.app[STATE].configure(changes)
     except (ValueError, TypeError) as error:
-        return _json({"error": str(error)}, status=400)
-    return _json(config.to_dict())
+        return json_response({"error": str(error)}, status=400)
+    return json_response(config.to_dict())
 
 
 async def admin_reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
-    return _json({"reset": True})
+    request.app[FILES].clear()
+    request.app[BATCHES].clear()
+    return json_response({"reset": True})
 
 
 def build_app(state: SimulatorState) -> web.Application:
     app = web.Application(middlewares=[_api_errors], client_max_size=MAX_BODY)
     app[STATE] = state
+    files = FileStore()
+    add_file_routes(app, files)
+    add_batch_routes(app, BatchService(state, files))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/users/me/balance", balance)

@@ -1,6 +1,8 @@
-"""The provider's error responses: ``{"error": {"type": ..., "message": ...}}`` with a status."""
+"""JSON answers, and the provider's errors: ``{"error": {"type": ..., "message": ...}}``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 from orjson import dumps
@@ -12,6 +14,14 @@ NO_BALANCE = (
     "please recharge your account or check your plan and billing details"
 )
 OVERLOADED = "The engine is currently overloaded, please try again later"
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=dumps(data), content_type="application/json", headers=headers
+    )
 
 
 class ApiError(Exception):
@@ -27,12 +37,7 @@ class ApiError(Exception):
         return {"error": {"type": self.type, "message": self.message}}
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(
-            status=self.status,
-            body=dumps(self.body()),
-            content_type="application/json",
-            headers=headers,
-        )
+        return json_response(self.body(), self.status, headers)
 
 
 def invalid(message: str) -> ApiError:

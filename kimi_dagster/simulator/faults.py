@@ -16,6 +16,7 @@ from typing import Any
 
 from kimi_dagster.simulator.config import FAULTS, SimulatorConfig
 from kimi_dagster.simulator.errors import HIGH_RISK, NO_BALANCE, ORG, OVERLOADED, ApiError, invalid
+from kimi_dagster.simulator.validation import ChatRequest
 
 CONTENT_FILTER_MARKER = "[[sim:content_filter]]"
 _FAIL_MARKER = re.compile(r"\[\[sim:fail=([a-z_]+):(\d+)\]\]")
@@ -97,9 +98,9 @@ class FaultInjector:
     def reset(self) -> None:
         self._seen.clear()
 
-    def marked(self, messages: Iterable[Mapping[str, Any]], digest: str) -> str | None:
+    def marked(self, request: ChatRequest) -> str | None:
         """The fault a marker asks for on this request, counting it; None when none applies."""
-        for text in _texts(messages):
+        for text in _texts(request.body["messages"]):
             if "[[sim:" not in text:
                 continue
             if CONTENT_FILTER_MARKER in text:
@@ -110,8 +111,8 @@ class FaultInjector:
             kind, times = match[1], int(match[2])
             if kind not in MARKER_KINDS:
                 raise invalid(f"unknown simulator fault kind {kind!r} in marker")
-            self._seen[digest] += 1
-            return kind if self._seen[digest] <= times else None
+            self._seen[request.digest] += 1
+            return kind if self._seen[request.digest] <= times else None
         return None
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import weakref
 from typing import IO, Any
@@ -22,6 +23,9 @@ import orjson
 
 from kimi_dagster.simulator.cli import READY
 from kimi_dagster.simulator.config import SimulatorConfig
+from kimi_dagster.simulator.replies import Reply, expected_reply
+
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 
 
 def config_argv(config: SimulatorConfig) -> list[str]:
@@ -58,8 +62,15 @@ def _stop(child: subprocess.Popen[bytes], timeout: float) -> None:
 class SimulatorProcess:
     """A running simulator child; a context manager that stops it on exit."""
 
-    def __init__(self, child: subprocess.Popen[bytes], base_url: str, stderr: IO[bytes]) -> None:
+    def __init__(
+        self,
+        child: subprocess.Popen[bytes],
+        base_url: str,
+        stderr: IO[bytes],
+        config: SimulatorConfig,
+    ) -> None:
         self._child = child
+        self.config = config  # as started, then as changed through configure()
         self._stderr = stderr
         self.base_url = base_url
         self.root_url = base_url.removesuffix("/v1")
@@ -89,8 +100,13 @@ class SimulatorProcess:
             method="GET" if payload is None else "POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return orjson.loads(response.read())
+        try:
+            with _LOCAL.open(request, timeout=30) as response:
+                return orjson.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code != 400:
+                raise
+            raise ValueError(orjson.loads(error.read())["error"]) from None
 
     def bill(self) -> list[dict[str, Any]]:
         """Every billed request, oldest first."""
@@ -104,8 +120,17 @@ class SimulatorProcess:
         return self._admin("stats")
 
     def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change the running simulator's config (limits, latency, faults, ...); returns it."""
-        return self._admin("config", changes)
+        """Change the running simulator's config (limits, latency, faults, ...); returns it.
+
+        Raises ValueError, with the simulator's reason, for a change it refuses.
+        """
+        answer = self._admin("config", changes)
+        self.config = self.config.updated(changes)
+        return answer
+
+    def expected_reply(self, body: dict[str, Any]) -> Reply:
+        """What this simulator answers to ``body`` (its reply_tokens setting applied)."""
+        return expected_reply(body, reply_tokens=self.config.reply_tokens)
 
     def reset(self) -> None:
         """Forget all traffic: logs, windows, caches, marker counters, bill."""
@@ -116,7 +141,8 @@ def start_simulator(*, startup_timeout: float = 20.0, **config: Any) -> Simulato
     """Start ``python -m kimi_dagster.simulator`` with ``config`` (fields of
     :class:`SimulatorConfig`) and wait for it to listen."""
     argv = [sys.executable, "-m", "kimi_dagster.simulator", "--stop-on-stdin-close"]
-    argv += config_argv(SimulatorConfig(**config))
+    settings = SimulatorConfig(**config)
+    argv += config_argv(settings)
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 - handed over to SimulatorProcess
     child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
     try:
@@ -131,7 +157,7 @@ def start_simulator(*, startup_timeout: float = 20.0, **config: Any) -> Simulato
         raise RuntimeError(
             f"simulator did not start ({error}); its stderr: {detail or '(empty)'}"
         ) from None
-    return SimulatorProcess(child, base_url, stderr)
+    return SimulatorProcess(child, base_url, stderr, settings)
 
 
 def _await_ready(child: subprocess.Popen[bytes], timeout: float) -> str:

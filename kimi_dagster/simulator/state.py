@@ -94,7 +94,7 @@ class SimulatorState:
 
     def fault(self, request: ChatRequest) -> str | None:
         """The fault this admitted request meets: a marker's first, else a random draw."""
-        marked = self.faults.marked(request.body["messages"], request.digest)
+        marked = self.faults.marked(request)
         return marked or draw_fault(self.rng, self.config)
 
     def reply(self, request: ChatRequest) -> Reply:

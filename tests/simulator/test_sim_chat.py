@@ -197,3 +197,11 @@ def test_ratelimit_headers_only_when_asked(sim: SimulatorProcess, client: httpx.
     headers = post(client, chat()).headers
     assert headers["X-RateLimit-Limit"] == "10000"
     assert headers["X-RateLimit-Remaining"] == "9998"
+
+
+def test_reply_length_follows_live_reply_tokens(sim: SimulatorProcess, client: httpx.Client):
+    sim.configure(reply_tokens=(30, 30))
+    body = chat("kimi-k2-turbo-preview", "sized")
+    message = post(client, body).json()["choices"][0]["message"]
+    assert message["content"] == sim.expected_reply(body).content != expected_reply(body).content
+    assert sim.expected_reply(body).completion_tokens == 30
