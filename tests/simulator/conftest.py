@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from simtools import KEY
 
 from kimi_dagster.simulator import SimulatorProcess, start_simulator
+
+from .simtools import KEY
 
 BASE_CONFIG: dict[str, Any] = {
     "latency": 0.0,

@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from simtools import chat, error_of
 
 from kimi_dagster.simulator import MODELS, SimulatorProcess, cost_usd, expected_reply
+
+from .simtools import chat, error_of
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 

@@ -6,9 +6,10 @@ from typing import Any
 
 import httpx
 import pytest
-from simtools import chat, error_of
 
 from kimi_dagster.simulator import MODELS, SimulatorProcess, cost_usd, expected_reply
+
+from .simtools import chat, error_of
 
 
 def post(client: httpx.Client, body: Any, **kwargs: Any) -> httpx.Response:

@@ -6,9 +6,10 @@ import json
 
 import httpx
 import pytest
-from simtools import chat, error_of
 
 from kimi_dagster.simulator import SimulatorProcess, expected_reply
+
+from .simtools import chat, error_of
 
 ERROR_KINDS = [
     ("server_error", 500, "server_error"),

@@ -6,9 +6,10 @@ import asyncio
 
 import httpx
 import pytest
-from simtools import KEY, chat, error_of
 
 from kimi_dagster.simulator import SimulatorProcess
+
+from .simtools import KEY, chat, error_of
 
 
 def post(client: httpx.Client, **params: object) -> httpx.Response:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from simtools import KEY, chat
 
 from kimi_dagster.simulator import SimulatorProcess, build_parser, start_simulator
+
+from .simtools import KEY, chat
 
 
 def test_start_reports_the_childs_error(sim: SimulatorProcess) -> None:
