@@ -119,7 +119,8 @@ class Gateway:
         self._daily = SlidingWindow(DAY, resolution=1.0)
 
     def reset(self) -> None:
-        self.in_flight = self.max_in_flight = 0
+        """Empty the windows; requests still in flight stay counted until they end."""
+        self.max_in_flight = self.in_flight
         for window in (self._requests, self._tokens, self._daily):
             window.clear()
 

@@ -23,6 +23,8 @@ from kimi_dagster.simulator.validation import ChatRequest
 
 
 class SimulatorState:
+    """One account's mutable state; the routes of :mod:`app` and :mod:`batches` share it."""
+
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.gateway = Gateway(config.limits())
