@@ -116,7 +116,14 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         con.execute(view.read_text())
     run_sql(con, "queries/load_models", {"file": str(SQL_DIR / "models.csv")})
     for prices in price_files():
-        run_sql(con, "queries/load_prices", {"file": str(prices)})
+        try:
+            run_sql(con, "queries/load_prices", {"file": str(prices)})
+        except duckdb.Error as exc:
+            raise ValueError(
+                f"price list {prices} could not be loaded ({exc}); it needs the header of "
+                "sql/prices.csv: model,currency,input_cache_hit,input_cache_miss,output,"
+                "batch_discount,effective_date,source"
+            ) from None
     return version
 
 
