@@ -1,0 +1,148 @@
+"""kill -9 a real ``kimi-dagster batch`` process again and again, then finish the run: every
+item ends with exactly one stored success (the simulator's deterministic reply), and the only
+requests billed twice are those in flight at a crash.
+
+Each kill freezes the process first (SIGSTOP) and lets the simulator answer and bill every
+request still in flight, like a provider that charges for abandoned requests: the worst case.
+While it is frozen the test notes what the process had sent (the simulator's request log) and
+what it had recorded (its spool segments); "in flight" is the difference.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from conftest import SIM_KEY, item_lines
+
+from kimi_dagster.simulator import start_simulator
+from kimi_dagster.spool import spool_dir
+
+ITEMS = 600
+EARLY_KILLS = 2  # at any moment of start-up: ingest, leftover merge, first requests
+KILLS = 5  # while requests are in flight
+
+
+def run_of(attempt_id: str) -> str:
+    return attempt_id.rsplit(":", 2)[0]
+
+
+def spooled(db: Path) -> dict[str, str | None]:
+    """attempt_id -> status of every complete line in the spool segments right now."""
+    seen: dict[str, str | None] = {}
+    for segment in spool_dir(db).glob("*.jsonl"):
+        for line in segment.read_bytes().split(b"\n")[:-1]:  # a torn last line was never written
+            record = orjson.loads(line)
+            seen[record["attempt_id"]] = record.get("status")
+    return seen
+
+
+@pytest.fixture
+def slow_sim():
+    """Latency 0.2 s (+-50 %), so a kill always finds requests in flight."""
+    with start_simulator(tier=5, latency=0.2, latency_jitter=0.5, seed=11) as sim:
+        yield sim
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_repays_only_in_flight(
+    slow_sim, tmp_path, write_jsonl
+) -> None:
+    sim = slow_sim
+    source = write_jsonl("crash.jsonl", item_lines(ITEMS, max_tokens=64))
+    db, out = tmp_path / "k.duckdb", tmp_path / "results.json"
+    argv = [sys.executable, "-m", "kimi_dagster.cli", "batch", "-i", str(source), "-o", str(out)]
+    argv += ["-c", "16", "-t", "10", "--tier", "5", "--db", str(db), "--chunk-size", "1000"]
+    env = dict(os.environ, MOONSHOT_BASE_URL=sim.base_url, MOONSHOT_API_KEY=SIM_KEY)
+    rng = random.Random(20261204)
+
+    kills: list[dict] = []  # per kill: run id, what it had sent, recorded, billed in flight
+    while len(kills) < EARLY_KILLS + KILLS:
+        log = (tmp_path / f"run{len(kills)}.log").open("wb")
+        started = len(sim.requests())
+        child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if len(kills) < EARLY_KILLS:
+            time.sleep(rng.uniform(0.05, 1.5))
+        else:
+            while len(sim.requests()) == started and child.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.9))
+        if child.poll() is not None:  # finished before the kill: the run is too short
+            pytest.fail(f"run ended before kill {len(kills) + 1}; raise ITEMS")
+        child.send_signal(signal.SIGSTOP)
+        gateway_in_flight = sim.stats()["in_flight"]
+        time.sleep(0.45)  # the simulator answers (and bills) everything still in flight
+        run_id = f"-{child.pid}"
+        log_so_far = sim.requests()
+        sent = {r["request_id"] for r in log_so_far if run_of(r["request_id"]).endswith(run_id)}
+        recorded = {a for a in spooled(db) if run_of(a).endswith(run_id)}
+        child.kill()  # SIGKILL by PID
+        child.wait()
+        log.close()
+        assert child.returncode == -signal.SIGKILL
+        kills.append(
+            {
+                "pid": child.pid,
+                "sent": sent,
+                "recorded": recorded,
+                "in_flight": len(sent - recorded),
+                "gateway_in_flight": gateway_in_flight,
+                "requests_before": len(log_so_far),
+            }
+        )
+
+    assert sum(k["in_flight"] > 0 for k in kills) >= KILLS
+    final = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+
+    con = duckdb.connect(str(db), read_only=True)
+    requests = dict(con.execute("SELECT item_id, request FROM items").fetchall())
+    results = con.execute("SELECT item_id, status, output, attempt_id FROM results").fetchall()
+    stored_ok = dict(
+        con.execute("SELECT attempt_id, item_id FROM attempts WHERE outcome = 'ok'").fetchall()
+    )
+    con.close()
+
+    # Every item: exactly one stored success, and it is the simulator's reply to its request.
+    assert len(requests) == ITEMS and len(results) == ITEMS
+    assert sorted(stored_ok.values()) == sorted(requests)
+    for item_id, status, output, attempt_id in results:
+        assert status == "succeeded", item_id
+        assert output == sim.expected_reply(orjson.loads(requests[item_id])).content
+        assert stored_ok[attempt_id] == item_id
+    exported = orjson.loads(out.read_bytes())
+    assert exported["summary"]["succeeded"] == ITEMS
+
+    # Billing: each item once for its stored success; every other billed request is one the
+    # simulator answered for a killed run that never recorded it, at most its in-flight count.
+    bill = [line["request_id"] for line in sim.bill()]
+    assert set(stored_ok) <= set(bill)
+    lost = [rid for rid in bill if rid not in stored_ok]
+    assert len(bill) == ITEMS + len(lost)
+    for kill in kills:
+        kill["billed_twice"] = sum(run_of(rid).endswith(f"-{kill['pid']}") for rid in lost)
+        assert kill["billed_twice"] <= kill["in_flight"], kill
+    assert sum(k["billed_twice"] for k in kills) == len(lost)
+
+    # Nothing a killed run had recorded as a success was ever sent again.
+    order = [r["request_id"] for r in sim.requests()]
+    for kill in kills:
+        done = {a.rsplit(":", 2)[1] for a in kill["recorded"] if a in stored_ok}
+        later = {rid.rsplit(":", 2)[1] for rid in order[kill["requests_before"] :]}
+        assert not done & later
+
+    print(
+        "kills:",
+        [
+            (k["in_flight"], k["gateway_in_flight"], k["billed_twice"], len(k["recorded"]))
+            for k in kills
+        ],
+        f"billed {len(bill)} for {ITEMS} items",
+    )
