@@ -1,0 +1,104 @@
+"""Re-running a chunk sends only items without a success: failed ones again by default, none of
+them with "missing only" (the asset's ``missing_only`` config, the CLI's ``--missing-only``)."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from conftest import SIM_KEY, item_lines
+
+from kimi_dagster.assets import kimi_assets
+from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.ingest import ingest_file
+from kimi_dagster.limits import resolve_limits
+from kimi_dagster.resource import KimiResource, KimiStore
+from kimi_dagster.runner import RunOptions
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+
+def sent_items(sim, since: int = 0) -> Counter[str]:
+    return Counter(r["request_id"].split(":")[1] for r in sim.requests()[since:])
+
+
+def states(db: Path) -> dict[str, str]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return dict(con.execute("SELECT item_id, status FROM results").fetchall())
+
+
+def test_engine_rerun_retries_failures_by_default_and_skips_them_when_missing_only(
+    sim, db, write_jsonl
+) -> None:
+    lines = item_lines(12, max_tokens=64)
+    lines[3]["message"] += " [[sim:fail=server_error:3]]"  # fails twice per run, then succeeds
+    report = ingest_file(db, write_jsonl("r.jsonl", lines), chunk_size=100)
+    settings = Settings(
+        api_key=SIM_KEY,
+        limits=resolve_limits(5),
+        base_url=sim.base_url,
+        timeout=10,
+        options=RunOptions(max_attempts=2, backoff_base=0.05, backoff_max=0.1),
+    )
+
+    def run(name: str, retry_failed: bool) -> Counter[str]:
+        before = len(sim.requests())
+        asyncio.run(
+            process_partitions(
+                db, report.partitions, settings, run_id=name, retry_failed=retry_failed
+            )
+        )
+        return sent_items(sim, before)
+
+    first = run("first", True)
+    assert first["item0003"] == 2 and sum(first.values()) == 13
+    assert states(db)["item0003"] == "failed"
+
+    assert run("missing-only", False) == Counter()  # the failure is kept, nothing is sent
+    assert run("again", True) == Counter({"item0003": 2})  # third 500, then the success
+    assert set(states(db).values()) == {"succeeded"}
+    assert run("done", True) == Counter()
+    assert len(sim.bill()) == 12
+
+
+def test_asset_missing_only_config(sim, tmp_path, write_jsonl) -> None:
+    db = tmp_path / "kimi.duckdb"
+    lines = item_lines(6, max_tokens=64)
+    lines[0]["message"] += " [[sim:content_filter]]"  # always a 400: fails on every run
+    source = write_jsonl("cfg.jsonl", lines)
+    pipeline = kimi_assets("kimi", chunk_size=10)
+    resources = {
+        "kimi": KimiResource(api_key=dg.EnvVar("MOONSHOT_API_KEY"), base_url=sim.base_url, tier=5),
+        "store": KimiStore(path=str(db)),
+    }
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        dg.materialize(
+            pipeline.assets,
+            selection=["kimi_inputs"],
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
+        )
+
+        def materialize(missing_only: bool | None) -> Counter[str]:
+            before = len(sim.requests())
+            config = {} if missing_only is None else {"missing_only": missing_only}
+            result = dg.materialize(
+                pipeline.assets,
+                selection=["kimi_results"],
+                partition_key="cfg-00000",
+                instance=instance,
+                resources=resources,
+                run_config={"ops": {"kimi_results": {"config": config}}},
+            )
+            assert result.success
+            return sent_items(sim, before)
+
+        assert sum(materialize(None).values()) == 6
+        assert materialize(True) == Counter()
+        assert materialize(None) == Counter({"item0000": 1})  # the default retries the failure
+    assert states(db)["item0000"] == "failed" and len(sim.bill()) == 5
