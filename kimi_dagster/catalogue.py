@@ -16,6 +16,7 @@ class Model:
     context_tokens: int
     fixed_sampling: bool  # temperature, top_p, n and penalties must not be sent
     thinking: bool  # accepts {"thinking": {"type": "enabled" | "disabled"}}
+    batch_api: bool = False  # served by the Batch API (kimi-api.md: kimi-k2.6, kimi-k2.5)
 
 
 @dataclass(frozen=True, slots=True)

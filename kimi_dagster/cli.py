@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from kimi_dagster.client import DEFAULT_BASE_URL
+from kimi_dagster import batches
+from kimi_dagster.client import DEFAULT_BASE_URL, ApiError
 from kimi_dagster.engine import Settings, process_partitions
 from kimi_dagster.exports import export_results
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, dataset_name, ingest_file
@@ -103,14 +104,25 @@ def _add_item_flags(parser: argparse.ArgumentParser) -> None:
         help="max_tokens for lines without one (default "
         f"{DEFAULT_MAX_TOKENS}); a small honest value raises throughput",
     )
+    parser.add_argument(
+        "--mode",
+        choices=batches.MODES,
+        help="realtime, or batch: the provider's Batch API at 60%% of the price, answers within "
+        "the completion window; stored with the dataset (default: as stored, else realtime)",
+    )
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _api_key() -> str:
     api_key = os.environ.get("MOONSHOT_API_KEY")
     if not api_key:
         raise CliError(
             "set MOONSHOT_API_KEY (and MOONSHOT_BASE_URL for the .cn platform or a simulator)"
         )
+    return api_key
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    api_key = _api_key()
     try:
         limits = resolve_limits(
             args.tier, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, tpd=args.tpd
@@ -134,6 +146,12 @@ def _progress(stats: RunStats) -> None:
 
 def _run(args: argparse.Namespace, dataset: str, keys: list[str]) -> RunStats:
     settings = _settings(args)
+    if waiting := batches.list_batches(_db(args), partition_keys=keys, open_only=True):
+        raise CliError(
+            f"{len(waiting)} batch(es) of {dataset} are still open (e.g. {waiting[0].batch_id} "
+            f"for {waiting[0].partition_key}); a real-time run would pay for their items "
+            "twice: wait for them (`kimi-dagster batches`) or `kimi-dagster cancel` them"
+        )
     run_id = f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     print(f"running {len(keys)} chunk(s) of {dataset} at {settings.limits}", file=sys.stderr)
     try:
@@ -176,6 +194,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
     if report.rejected:
         print(report.describe_rejections(), file=sys.stderr)
+    if args.mode:
+        batches.set_dataset_mode(_db(args), report.dataset, args.mode)
     return 0
 
 
@@ -183,6 +203,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     cmd_ingest(args)
     report_dataset = args.dataset or dataset_name(args.input)
     keys = _partitions(_db(args), report_dataset)
+    if batches.partition_mode(_db(args), keys) == "batch":
+        return _run_batches(args, report_dataset, keys)
     stats = _run(args, report_dataset, keys)
     summary = export_results(
         _db(args), report_dataset, args.output, summary_extra={"run": stats.metadata()}
@@ -193,6 +215,87 @@ def cmd_batch(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_BUDGET if stats.budget_exhausted else 0
+
+
+def _run_batches(args: argparse.Namespace, dataset: str, keys: list[str]) -> int:
+    """Batch mode: submit what is pending, load what has finished; ``--wait``: until done."""
+    options = batches.BatchOptions(
+        completion_window=args.completion_window, poll_interval=args.poll_interval
+    )
+
+    def progress(report: batches.SyncReport) -> None:
+        done = sum(r.completed + r.failed for r in report.open)
+        total = sum(r.items for r in report.open)
+        states = ", ".join(sorted({r.state for r in report.open}))
+        print(
+            f"\r{len(report.open)} batch(es) open ({states}): {done:,}/{total:,} answered",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        report = asyncio.run(
+            batches.run_batch_mode(
+                _db(args),
+                keys,
+                _settings(args),
+                wait=args.wait,
+                retry_failed=not args.missing_only,
+                options=options,
+                on_progress=progress,
+            )
+        )
+    except ApiError as exc:
+        raise CliError(f"Batch API: {exc}") from None
+    print(
+        f"\r{dataset}: {len(report.submitted)} batch(es) submitted, {len(report.loaded)} "
+        f"loaded ({report.loaded_rows:,} lines), {len(report.open)} still open",
+        file=sys.stderr,
+    )
+    summary = export_results(_db(args), dataset, args.output)
+    print(
+        f"wrote {args.output}: {summary['succeeded']} succeeded, {summary['failed']} failed, "
+        f"{summary['pending']} pending, ${summary['cost_usd']:.4f}",
+        file=sys.stderr,
+    )
+    if report.open:
+        print(
+            "batches still open: run the same command again (or with --wait) to load them; "
+            "`kimi-dagster batches` shows their state",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    rows = [r.as_dict() for r in batches.list_batches(_db(args), dataset=args.dataset)]
+    if args.json:
+        print(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    columns = ["batch_id", "partition_key", "model", "items", "state", "completed", "failed"]
+    columns += ["loaded", "error", "updated_at"]
+    _print_table(columns, [[r[c] for c in columns] for r in rows])
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    settings = Settings(
+        api_key=_api_key(),
+        limits=resolve_limits(0),  # unused: the Batch API has no real-time limits
+        base_url=os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL),
+    )
+    try:
+        cancelled = asyncio.run(
+            batches.cancel(_db(args), settings, batch_id=args.batch_id, dataset=args.dataset)
+        )
+    except ApiError as exc:
+        raise CliError(f"Batch API: {exc}") from None
+    for record in cancelled:
+        print(f"{record.batch_id or record.submission_id}: {record.state}", file=sys.stderr)
+    if not cancelled:
+        print("no open batch to cancel", file=sys.stderr)
+    return 0
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
@@ -280,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="results: .json, .jsonl or .parquet")
     _add_item_flags(p)
     _add_run_flags(p)
+    p.add_argument(
+        "--wait", action="store_true", help="batch mode: poll until every batch has finished"
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=30.0,
+        help="batch mode: seconds between polls with --wait (default 30)",
+    )
+    p.add_argument(
+        "--completion-window",
+        default="24h",
+        help='batch mode: the provider\'s deadline, "12h" to "7d" (default 24h)',
+    )
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("ingest", help="validate a JSONL file into DuckDB chunk partitions")
@@ -293,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the dataset's results here afterwards")
     _add_run_flags(p)
     p.set_defaults(func=cmd_retry_failed)
+
+    p = sub.add_parser("batches", help="Batch API submissions: state, counts, loaded")
+    p.add_argument("--dataset")
+    p.add_argument("--json", action="store_true")
+    _add_db(p)
+    p.set_defaults(func=cmd_batches)
+
+    p = sub.add_parser("cancel", help="cancel a provider batch, or every open one of a dataset")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("batch_id", nargs="?", help="a batch id from `kimi-dagster batches`")
+    target.add_argument("--dataset")
+    _add_db(p)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("export", help="write a dataset's results (.json, .jsonl, .parquet)")
     p.add_argument("--dataset", required=True)

@@ -166,10 +166,7 @@ class KimiClient:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": "application/json",
-            },
+            headers={"Authorization": f"Bearer {api_key}"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
             transport=transport or AiohttpTransport(limits=limits),
         )
@@ -187,12 +184,21 @@ class KimiClient:
 
     async def chat(self, body: bytes, request_id: str) -> Reply:
         """POST one prepared chat body; raise ApiError for anything but a usable reply."""
+        response = await self.request(
+            "POST",
+            "chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+        )
+        return parse_reply(response.content)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Any endpoint (``path`` relative to the base URL; httpx keyword arguments): the 200
+        response, else ApiError classified as for chat. The Files and Batch APIs use this."""
         try:
-            response = await self._http.post(
-                "chat/completions", content=body, headers={"X-Request-Id": request_id}
-            )
+            response = await self._http.request(method, path, **kwargs)
         except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_error(exc) from None
         if response.status_code != 200:
             raise classify(response.status_code, response.content, response.headers)
-        return parse_reply(response.content)
+        return response

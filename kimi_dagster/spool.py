@@ -112,15 +112,22 @@ def merge_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> int:
                 continue  # a live writer still appends to it
             _drop_torn_tail(fd)
             if os.fstat(fd).st_size:
-                params = {"segment": str(segment), "columns": ATTEMPT_COLUMNS}
                 con.execute("BEGIN")
-                merged += run_sql(con, "queries/merge_attempts", params).fetchone()[0]
-                run_sql(con, "queries/merge_results", params)
+                merged += merge_segment(con, segment)
                 con.execute("COMMIT")
             segment.unlink()
         finally:
             os.close(fd)
     return merged
+
+
+def merge_segment(con: duckdb.DuckDBPyConnection, segment: Path) -> int:
+    """Merge one JSONL file of attempt records (``ATTEMPT_COLUMNS``) inside the caller's
+    transaction; idempotent by attempt id. Returns the attempts added."""
+    params = {"segment": str(segment), "columns": ATTEMPT_COLUMNS}
+    added = run_sql(con, "queries/merge_attempts", params).fetchone()[0]
+    run_sql(con, "queries/merge_results", params)
+    return added
 
 
 def _drop_torn_tail(fd: int, block: int = 1 << 16) -> None:

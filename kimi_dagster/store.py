@@ -103,14 +103,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
         "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
     )
-    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-    version = current
+    applied = {v for (v,) in con.execute("SELECT version FROM schema_version").fetchall()}
+    version = max(applied, default=0)
     for file in schema_files():
-        version = int(file.name[:3])
-        if version > current:
+        number = int(file.name[:3])
+        version = max(version, number)
+        if number not in applied:  # by set, not max: a file numbered into a gap still applies
             con.execute("BEGIN")
             con.execute(file.read_text())
-            con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
             con.execute("COMMIT")
     for view in sorted((SQL_DIR / "views").glob("*.sql")):
         con.execute(view.read_text())

@@ -1,1 +1,1 @@
-SELECT model, context_tokens, fixed_sampling, thinking FROM models;
+SELECT model, context_tokens, fixed_sampling, thinking, batch_api FROM models;

@@ -1,0 +1,1 @@
+UPDATE datasets SET mode = $mode WHERE dataset = $dataset RETURNING dataset;

@@ -1,0 +1,281 @@
+"""Batch API mode against the simulator's Files and Batch endpoints: the CLI, crash recovery at
+each step, expired, partially failed and cancelled batches, and the Dagster asset + sensor."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import httpx
+import orjson
+import pytest
+from conftest import SIM_KEY, item_lines
+
+from kimi_dagster import batches
+from kimi_dagster.cli import main
+from kimi_dagster.engine import Settings
+from kimi_dagster.ingest import ingest_file
+from kimi_dagster.limits import resolve_limits
+
+FAST = {"batch_delays": [0.05, 0.2, 0.05]}  # validating : in_progress : finalizing seconds
+
+
+@pytest.fixture
+def fast_sim(sim):
+    sim.configure(**FAST)
+    return sim
+
+
+def settings(sim) -> Settings:
+    return Settings(api_key=SIM_KEY, limits=resolve_limits(5), base_url=sim.base_url, timeout=10)
+
+
+def provider_batches(sim) -> list[dict]:
+    """Every batch the simulated account holds (the provider's view, not ours)."""
+    found, after = [], None
+    while True:
+        params = {"limit": 100} | ({"after": after} if after else {})
+        page = httpx.get(
+            f"{sim.base_url}/batches",
+            params=params,
+            headers={"Authorization": f"Bearer {SIM_KEY}"},
+        ).json()
+        found += page["data"]
+        if not page["has_more"]:
+            return found
+        after = page["last_id"]
+
+
+def ledger(db: Path) -> tuple[Decimal, int, int]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            "SELECT coalesce(sum(cost_usd), 0), count(*), count(DISTINCT item_id) FROM attempts"
+        ).fetchone()
+
+
+def statuses(db: Path) -> dict[str, str]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return dict(con.execute("SELECT item_id, status FROM item_results").fetchall())
+
+
+def billed(sim) -> Decimal:
+    lines = sim.bill()
+    assert all(line["batch"] for line in lines)
+    return Decimal(str(round(sum(line["cost_usd"] for line in lines), 9)))
+
+
+def batch_cli(source: Path, db: Path, out: Path, *extra: str) -> int:
+    flags = ["--db", str(db), "--chunk-size", "10", "--mode", "batch", "--poll-interval", "0.1"]
+    return main(["batch", "-i", str(source), "-o", str(out), *flags, *extra])
+
+
+def test_cli_batch_mode_loads_every_answer_at_the_discounted_price(
+    fast_sim, tmp_path, write_jsonl, capsys
+) -> None:
+    lines = item_lines(25, max_tokens=64)
+    lines[3]["temperature"] = 0.3  # refused at ingest: kimi-k2.5 fixes sampling
+    source = write_jsonl("tickets.jsonl", lines)
+    db, out = tmp_path / "k.duckdb", tmp_path / "out.json"
+
+    assert batch_cli(source, db, out, "--wait") == 0
+    result = orjson.loads(out.read_bytes())
+    assert result["summary"]["succeeded"] == 24 and result["summary"]["pending"] == 0
+    for item in result["items"]:
+        body = {"model": "kimi-k2.5", "messages": [{"role": "user", "content": item["input"]}]}
+        assert item["output"] == fast_sim.expected_reply(body | {"max_tokens": 64}).content
+
+    cost, attempts, items = ledger(db)
+    assert attempts == items == 24 == len(fast_sim.bill())
+    assert cost == billed(fast_sim)  # to the nano-dollar, so to the cent
+    assert fast_sim.requests() == []  # nothing went through the real-time endpoint
+    rows = batches.list_batches(db)
+    assert len(rows) == 3 == len(provider_batches(fast_sim))
+    assert all(r.state == "completed" and r.loaded and r.loaded_rows == r.items for r in rows)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT DISTINCT mode FROM attempts").fetchall() == [("batch",)]
+        assert con.execute("SELECT mode FROM datasets").fetchall() == [("batch",)]
+
+    # Again: nothing pending, so nothing submitted, nothing loaded twice.
+    assert batch_cli(source, db, out) == 0
+    assert len(provider_batches(fast_sim)) == 3 and ledger(db)[1] == 24
+
+    capsys.readouterr()
+    assert main(["batches", "--db", str(db), "--json"]) == 0
+    listed = orjson.loads(capsys.readouterr().out)
+    assert [r["batch_id"] for r in listed] == [r.batch_id for r in rows]
+
+
+def test_a_large_chunk_is_split_into_files_under_the_size_limit(fast_sim, db, write_jsonl):
+    source = write_jsonl("big.jsonl", item_lines(12, max_tokens=32))
+    report = ingest_file(db, source, chunk_size=100)
+    limit = 4 * 200  # about four lines per file
+    options = batches.BatchOptions(max_file_bytes=limit, poll_interval=0.1)
+    run = batches.run_batch_mode(
+        db, report.partitions, settings(fast_sim), wait=True, options=options
+    )
+    done = asyncio.run(run)
+    rows = batches.list_batches(db)
+    assert len(rows) > 1 and len(done.submitted) == len(rows)
+    assert all(r.input_bytes <= limit for r in rows) and sum(r.items for r in rows) == 12
+    assert set(statuses(db).values()) == {"succeeded"}
+
+
+def test_models_the_batch_api_does_not_serve_are_refused_before_upload(fast_sim, db, write_jsonl):
+    source = write_jsonl("old.jsonl", item_lines(3))
+    report = ingest_file(db, source, chunk_size=10)
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE items SET model = 'moonshot-v1-8k'")
+    with pytest.raises(batches.BatchModeError, match="does not serve moonshot-v1-8k"):
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    assert provider_batches(fast_sim) == []
+
+
+def test_crash_after_upload_before_create_resumes_with_one_batch(
+    fast_sim, db, write_jsonl, monkeypatch
+) -> None:
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(8)), chunk_size=10)
+    original = batches.KimiClient.request
+
+    async def dies_before_create(self, method, path, **kwargs):
+        if method == "POST" and path == "batches":
+            raise KeyboardInterrupt  # the process is gone before the request leaves
+        return await original(self, method, path, **kwargs)
+
+    monkeypatch.setattr(batches.KimiClient, "request", dies_before_create)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    (row,) = batches.list_batches(db)
+    assert row.state == "uploaded" and row.input_file_id and provider_batches(fast_sim) == []
+
+    monkeypatch.setattr(batches.KimiClient, "request", original)
+    _finish(db, report.partitions, fast_sim)
+    (row,) = batches.list_batches(db)
+    assert len(provider_batches(fast_sim)) == 1 and row.loaded
+    assert ledger(db)[1:] == (8, 8) and ledger(db)[0] == billed(fast_sim)
+
+
+def test_crash_after_create_before_recording_adopts_the_providers_batch(
+    fast_sim, db, write_jsonl, monkeypatch
+) -> None:
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(8)), chunk_size=10)
+    original = batches._record_status
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # created at the provider, id never written down
+
+    monkeypatch.setattr(batches, "_record_status", dies)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    assert len(provider_batches(fast_sim)) == 1 and batches.list_batches(db)[0].batch_id is None
+
+    monkeypatch.setattr(batches, "_record_status", original)
+    _finish(db, report.partitions, fast_sim)
+    assert [b["id"] for b in provider_batches(fast_sim)] == [batches.list_batches(db)[0].batch_id]
+    assert ledger(db)[1:] == (8, 8) and ledger(db)[0] == billed(fast_sim)
+
+
+def test_crash_between_completion_and_load_loads_once(
+    fast_sim, db, write_jsonl, monkeypatch
+) -> None:
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(15)), chunk_size=10)
+    asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    _await_provider(fast_sim)
+    original = batches.merge_segment
+
+    def merges_then_dies(con, segment):
+        original(con, segment)
+        raise KeyboardInterrupt  # killed after the merge, before COMMIT
+
+    monkeypatch.setattr(batches, "merge_segment", merges_then_dies)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    assert ledger(db)[1] == 0 and not any(r.loaded for r in batches.list_batches(db))
+
+    monkeypatch.setattr(batches, "merge_segment", original)
+    for _ in range(2):  # the second pass finds everything loaded
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    assert ledger(db)[1:] == (15, 15) and ledger(db)[0] == billed(fast_sim)
+    assert len(provider_batches(fast_sim)) == 2
+
+
+def test_expired_batch_leaves_the_rest_pending_then_reruns(fast_sim, db, write_jsonl) -> None:
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(40)), chunk_size=40)
+    fast_sim.configure(expire_batches=True)
+    _finish(db, report.partitions, fast_sim)
+    (row,) = batches.list_batches(db)
+    assert row.state == "expired" and row.loaded and "expired" in row.error
+    states = statuses(db)
+    assert 0 < list(states.values()).count("succeeded") < 40
+    assert set(states.values()) == {"succeeded", "pending"}  # unanswered lines: still pending
+
+    fast_sim.configure(expire_batches=False)
+    _finish(db, report.partitions, fast_sim)
+    assert set(statuses(db).values()) == {"succeeded"}
+    assert len(provider_batches(fast_sim)) == 2 and ledger(db)[1:] == (40, 40)
+    assert ledger(db)[0] == billed(fast_sim)
+
+
+def test_partially_failed_batch_fails_those_items_with_the_reason(
+    fast_sim, db, write_jsonl
+) -> None:
+    lines = item_lines(10)
+    lines[2]["message"] += " [[sim:content_filter]]"
+    lines[5]["message"] += " [[sim:fail=server_error:1]]"
+    report = ingest_file(db, write_jsonl("t.jsonl", lines), chunk_size=10)
+    _finish(db, report.partitions, fast_sim)
+    (row,) = batches.list_batches(db)
+    assert (row.state, row.completed, row.failed) == ("completed", 8, 2)
+    with duckdb.connect(str(db), read_only=True) as con:
+        failed = con.execute(
+            "SELECT item_id, error_type, error_message FROM item_results "
+            "WHERE status = 'failed' ORDER BY 1"
+        ).fetchall()
+    assert [(i, t) for i, t, _ in failed] == [
+        ("item0002", "content_filter"),
+        ("item0005", "server_error"),
+    ]
+    assert all(message for *_, message in failed)
+    assert list(statuses(db).values()).count("succeeded") == 8
+
+    _finish(db, report.partitions, fast_sim)  # a re-run retries the failed ones
+    states = statuses(db)
+    assert states["item0005"] == "succeeded" and states["item0002"] == "failed"
+    assert ledger(db)[0] == billed(fast_sim)
+
+
+def test_cancel_from_the_cli_cancels_the_provider_batch(sim, tmp_path, write_jsonl, capsys) -> None:
+    sim.configure(batch_delays=[0.05, 60, 0.05])  # would take a minute
+    source = write_jsonl("slow.jsonl", item_lines(20))
+    db, out = tmp_path / "k.duckdb", tmp_path / "out.json"
+    assert batch_cli(source, db, out) == 0
+    first, second = batches.list_batches(db)
+    assert main(["cancel", first.batch_id, "--db", str(db)]) == 0
+    assert main(["cancel", "--dataset", "slow", "--db", str(db)]) == 0
+    assert {b["id"]: b["status"] for b in provider_batches(sim)}.keys() == {
+        first.batch_id,
+        second.batch_id,
+    }
+    assert {b["status"] for b in provider_batches(sim)} <= {"cancelling", "cancelled"}
+    _await_provider(sim)
+    assert batch_cli(source, db, out) == 0  # loads the cancelled batches, submits anew
+    rows = batches.list_batches(db)
+    assert [r.state for r in rows[:2]] == ["cancelled", "cancelled"] and rows[0].loaded
+    assert main(["cancel", "batch_unknown", "--db", str(db)]) == 1
+    assert "no open batch batch_unknown" in capsys.readouterr().err
+
+
+def _await_provider(sim, timeout: float = 20.0) -> None:
+    """Until the simulator has finished every batch (fast delays: well under a second)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while any(b["status"] not in batches.TERMINAL for b in provider_batches(sim)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _finish(db: Path, keys: list[str], sim) -> batches.SyncReport:
+    options = batches.BatchOptions(poll_interval=0.1)
+    return asyncio.run(batches.run_batch_mode(db, keys, settings(sim), wait=True, options=options))
