@@ -15,8 +15,16 @@ from typing import Any
 import orjson
 
 from kimi_dagster import batches
+from kimi_dagster.budgets import set_budget
 from kimi_dagster.client import DEFAULT_BASE_URL, ApiError
-from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.engine import Settings, platform_currency, process_partitions
+from kimi_dagster.estimate import (
+    DEFAULT_FILL,
+    DEFAULT_LATENCY_S,
+    Plan,
+    estimate_file,
+    parse_duration,
+)
 from kimi_dagster.exports import export_results
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, dataset_name, ingest_file
 from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
@@ -171,8 +179,9 @@ def _run(args: argparse.Namespace, dataset: str, keys: list[str]) -> RunStats:
     print(f"\r{stats.progress_line()}", file=sys.stderr)
     if stats.budget_exhausted:
         print(
-            f"budget of ${args.budget} reached: {stats.total - stats.done} item(s) left "
-            "pending; re-run with a higher --budget to finish",
+            f"budget reached: {stats.total - stats.done} item(s) left pending; raise the cap "
+            f"(--budget for a run, `kimi-dagster budget {dataset} USD` for the dataset) and run "
+            "again to finish",
             file=sys.stderr,
         )
     return stats
@@ -324,6 +333,48 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    try:
+        plan = Plan(
+            limits=resolve_limits(
+                args.tier, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, tpd=args.tpd
+            ),
+            currency=platform_currency(os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL)),
+            fill=args.fill,
+            latency_s=args.latency,
+            deadline_s=parse_duration(args.deadline) if args.deadline else None,
+            retry_failed=not args.missing_only,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    result = estimate_file(
+        args.input,
+        plan,
+        db_path=_db(args),
+        dataset=args.dataset,
+        defaults=ItemDefaults(model=args.model, max_tokens=args.max_tokens),
+        history=args.history,
+    )
+    if args.json:
+        print(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(result.describe())
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    if args.clear or args.usd is not None:
+        set_budget(_db(args), args.dataset, None if args.clear else args.usd)
+    rows = named(
+        _db(args), "queries/dataset_budgets", {"partition_keys": [], "dataset": args.dataset}
+    )
+    if args.json:
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_table(list(rows[0]), [tuple(r.values()) for r in rows])
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     rows = named(_db(args), "queries/status", {"dataset": args.dataset})
     if args.json:
@@ -431,6 +482,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="last", help="last partition key of a range")
     _add_db(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "estimate", help="tokens, cost (real-time and Batch API) and time of a file, unspent"
+    )
+    p.add_argument("-i", "--input", required=True, help="JSONL prompts (nothing is ingested)")
+    p.add_argument("--dataset", help="dataset name (default: from the file name)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model for lines without one")
+    p.add_argument(
+        "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="for lines without one"
+    )
+    p.add_argument("--tier", type=int, default=3, choices=range(6), help="account tier 0-5")
+    p.add_argument("-c", "--concurrency", type=int, help="override requests in flight")
+    p.add_argument("--rpm", type=int, help="override requests per minute")
+    p.add_argument("--tpm", type=int, help="override tokens per minute")
+    p.add_argument("--tpd", type=int, help="override tokens per day")
+    p.add_argument(
+        "--deadline", help="when the answers are needed, e.g. 90m, 12h, 3d: says which mode fits"
+    )
+    p.add_argument(
+        "--latency",
+        type=float,
+        help="seconds per request (default: the dataset's past answers, else "
+        f"{DEFAULT_LATENCY_S:g})",
+    )
+    p.add_argument(
+        "--fill",
+        type=float,
+        default=DEFAULT_FILL,
+        help="share of max_tokens an answer uses when the dataset has no answers yet "
+        f"(default {DEFAULT_FILL})",
+    )
+    p.add_argument(
+        "--history", help="calibrate from this dataset's answers (default: the dataset's own)"
+    )
+    p.add_argument("--missing-only", action="store_true", help="failed items will not be re-sent")
+    p.add_argument("--json", action="store_true")
+    _add_db(p)
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser(
+        "budget", help="show or set a dataset's spending cap (USD, earlier runs' spend counts)"
+    )
+    p.add_argument("dataset")
+    p.add_argument("usd", nargs="?", type=float, help="the new cap; omit to show the current one")
+    p.add_argument("--clear", action="store_true", help="remove the dataset's cap")
+    p.add_argument("--json", action="store_true")
+    _add_db(p)
+    p.set_defaults(func=cmd_budget)
 
     p = sub.add_parser("status", help="progress, tokens, cost, rate and ETA per dataset")
     p.add_argument("--dataset")

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kimi_dagster.budgets import read_budgets, run_caps
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.claims import claim
 from kimi_dagster.client import DEFAULT_BASE_URL, KimiClient
@@ -37,8 +38,12 @@ class Settings:
 
     @property
     def currency(self) -> str:
-        """The .cn platform bills in CNY, the international one in USD."""
-        return "CNY" if ".cn" in self.base_url.split("//")[-1].split("/")[0] else "USD"
+        return platform_currency(self.base_url)
+
+
+def platform_currency(base_url: str) -> str:
+    """The .cn platform bills in CNY, the international one in USD."""
+    return "CNY" if ".cn" in base_url.split("//")[-1].split("/")[0] else "USD"
 
 
 def merge_now(db_path: str | os.PathLike[str], *, timeout: float = 60.0) -> int:
@@ -103,6 +108,10 @@ async def process_partitions(
         total = pending_count(db_path, partition_keys, retry_failed=retry_failed)
         with connect(db_path, read_only=False) as con:
             catalogue = Catalogue.from_connection(con)
+            caps = run_caps(
+                read_budgets(con, partition_keys=partition_keys),
+                settings.options.dataset_budgets_usd,
+            )
         limiter = RateLimiter(settings.limits)
         writer = SpoolWriter(spool, run_id)
         try:
@@ -122,6 +131,7 @@ async def process_partitions(
                     merge=lambda: merge_now(db_path, timeout=5.0),
                     on_progress=on_progress,
                     currency=settings.currency,
+                    dataset_budgets=caps,
                 )
                 return await runner.run(
                     _pending_items(db_path, list(partition_keys), retry_failed), total

@@ -52,6 +52,11 @@ class KimiResource(ConfigurableResource):
     budget_usd: float | None = Field(
         default=None, description="Stop a run before it could spend more than this (USD)."
     )
+    dataset_budgets: dict[str, float] = Field(
+        default_factory=dict,
+        description="Caps per dataset in USD, counting earlier runs' spend: {dataset: usd}. "
+        "A cap stored with `kimi-dagster budget` also holds; the stricter one wins.",
+    )
 
     def settings(self, pool_limit: int | None = None) -> Settings:
         """The run's settings; ``pool_limit`` is used when ``share`` is not set."""
@@ -64,7 +69,11 @@ class KimiResource(ConfigurableResource):
             limits=limits.share(share) if share > 1 else limits,
             base_url=self.base_url,
             timeout=self.timeout,
-            options=RunOptions(max_attempts=self.max_attempts, budget_usd=self.budget_usd),
+            options=RunOptions(
+                max_attempts=self.max_attempts,
+                budget_usd=self.budget_usd,
+                dataset_budgets_usd=self.dataset_budgets,
+            ),
         )
 
 

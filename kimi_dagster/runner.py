@@ -4,8 +4,9 @@ The runner owns the retry policy (kimi-api.md's error table, via ``client.ErrorK
 limit-429s slow the limiter down and retry after the wait the message names; overloads, 5xx,
 timeouts, resets and broken bodies retry with exponential backoff and jitter, at most
 ``max_attempts`` times; 400s fail the item; quota, 401, 403 and 404 stop the whole run at once.
-A budget, when set, reserves each call's worst case before sending it and stops cleanly (items
-stay pending) when the next call could exceed it.
+Budgets, when set (the run's, and the dataset's counting what earlier runs spent on it),
+reserve each call's worst case before sending it and stop cleanly (items stay pending) when the
+next call could exceed one of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import heapq
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class RunOptions:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     budget_usd: float | None = None  # stop before spending more than this in the run
+    dataset_budgets_usd: Mapping[str, float] = field(default_factory=dict)  # caps from config
     abort_grace: float = 10.0  # after a fatal error, how long in-flight requests may finish
     sync_interval: float = 0.5  # fsync the spool at least this often
     merge_interval: float = 2.0  # move spooled records into DuckDB this often
@@ -70,16 +72,11 @@ class RunAborted(RuntimeError):
 @dataclass
 class _Budget:
     limit: float | None
-    spent: float = 0.0
-    reserved: float = 0.0
-    exhausted: bool = False
+    spent: float = 0.0  # for a dataset: earlier runs' spend included
+    reserved: float = 0.0  # worst cases of the calls in flight
 
-    def reserve(self, worst: float) -> bool:
-        if self.limit is not None and self.spent + self.reserved + worst > self.limit:
-            self.exhausted = True
-            return False
-        self.reserved += worst
-        return True
+    def fits(self, worst: float) -> bool:
+        return self.limit is None or self.spent + self.reserved + worst <= self.limit
 
     def settle(self, worst: float, actual: float) -> None:
         self.reserved -= worst
@@ -98,11 +95,15 @@ class Runner:
     on_progress: Callable[[RunStats], None] | None = None
     currency: str = "USD"
     mode: str = "realtime"
+    dataset_budgets: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # cap, spent
 
     def __post_init__(self) -> None:
         self.stats = RunStats(limiter=self.limiter)
         self._correction = EstimateCorrection()
         self._budget = _Budget(self.options.budget_usd)
+        self._dataset_budgets = {
+            name: _Budget(cap, spent) for name, (cap, spent) in self.dataset_budgets.items()
+        }
         self._retries: list[tuple[float, int, WorkItem]] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,7 +125,6 @@ class Runner:
             housekeeping.cancel()
             self.stats.finish()
             await self._flush(final=True)
-        self.stats.budget_exhausted = self._budget.exhausted
         if self._crash is not None:
             raise self._crash
         if self._fatal is not None:
@@ -144,16 +144,34 @@ class Runner:
             charge = self._correction.corrected(item.est_input_tokens) + item.max_tokens
             price = self.catalogue.price(item.model, self.currency)
             worst = price.worst_case(charge - item.max_tokens, item.max_tokens)
-            if not self._budget.reserve(worst):
+            if not self._reserve(item, worst):
                 return  # this and every later item stay pending for a run with a higher budget
             permit = await self.limiter.acquire(charge)
             if self._fatal is not None:
                 self.limiter.release(permit)
-                self._budget.settle(worst, 0.0)
+                self._settle(item, worst, 0.0)
                 return
             task = asyncio.create_task(self._attempt(item, permit, worst))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+
+    def _budgets(self, item: WorkItem) -> list[_Budget]:
+        dataset = self._dataset_budgets.get(item.dataset)
+        return [self._budget] if dataset is None else [self._budget, dataset]
+
+    def _reserve(self, item: WorkItem, worst: float) -> bool:
+        """Reserve the call's worst case in the run's cap and its dataset's, or stop the run."""
+        budgets = self._budgets(item)
+        if not all(budget.fits(worst) for budget in budgets):
+            self.stats.budget_exhausted = True
+            return False
+        for budget in budgets:
+            budget.reserved += worst
+        return True
+
+    def _settle(self, item: WorkItem, worst: float, actual: float) -> None:
+        for budget in self._budgets(item):
+            budget.settle(worst, actual)
 
     def _next_ready(self) -> WorkItem | None:
         if self._retries and self._retries[0][0] <= time.monotonic():
@@ -218,7 +236,7 @@ class Runner:
                     reply.cached_tokens,
                     batch=self.mode == "batch",
                 )
-            self._budget.settle(worst, cost)
+            self._settle(item, worst, cost)
             self._record(item, attempt_id, started, latency_ms, permit, reply, error, cost)
 
     def _record(
