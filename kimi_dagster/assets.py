@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from kimi_dagster import batches
+from kimi_dagster.batch_sensor import batch_sensor
 from kimi_dagster.claims import ChunkBusy
+from kimi_dagster.client import ApiError, ErrorKind
 from kimi_dagster.engine import process_partitions
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_file
 from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
@@ -113,6 +116,11 @@ def kimi_assets(
         chunk_size: int = Field(default=default_chunk_size, description="Items per chunk")
         model: str = Field(default=defaults.model, description="Model for lines without one")
         max_tokens: int = Field(default=defaults.max_tokens, description="For lines without one")
+        mode: str | None = Field(
+            default=None,
+            description="realtime | batch (Batch API, 60 % of the price), stored with the "
+            "dataset; default: as stored, else realtime",
+        )
 
     @dg.asset(key=inputs_key, group_name=group, kinds={"duckdb"})
     def inputs(
@@ -126,6 +134,8 @@ def kimi_assets(
             chunk_size=config.chunk_size,
             defaults=ItemDefaults(model=config.model, max_tokens=config.max_tokens),
         )
+        if config.mode:
+            batches.set_dataset_mode(store.db_path, report.dataset, config.mode)
         context.instance.add_dynamic_partitions(partitions.name, report.partitions)
         if report.rejected:
             context.log.warning(
@@ -136,6 +146,13 @@ def kimi_assets(
     class InferenceConfig(dg.Config):
         missing_only: bool = Field(
             default=False, description="Send only never-finished items; do not retry failures"
+        )
+        mode: str | None = Field(
+            default=None, description="realtime | batch; default: the dataset's stored mode"
+        )
+        submit: bool = Field(
+            default=True,
+            description="Batch mode: submit pending items (false: only load finished batches)",
         )
 
     failure_check = dg.AssetCheckSpec(
@@ -170,6 +187,16 @@ def kimi_assets(
         """Every pending item of the chunk(s) sent through the rate-limited Kimi client;
         results, tokens and cost recorded per attempt in DuckDB."""
         keys = list(context.partition_keys)
+        mode = batches.check_mode(config.mode or batches.partition_mode(store.db_path, keys))
+        if mode == "batch":
+            return await batch_results(context, keys, kimi, store, config)
+        if waiting := batches.list_batches(store.db_path, partition_keys=keys, open_only=True):
+            raise dg.Failure(
+                description=f"{waiting[0].partition_key} has an open batch "
+                f"({waiting[0].batch_id or waiting[0].state}); a real-time run would pay for "
+                "its items twice: wait for the batch sensor's load run, or `kimi-dagster cancel`",
+                allow_retries=False,
+            )
 
         def progress(stats: RunStats) -> None:
             context.log.info(stats.progress_line())
@@ -197,6 +224,53 @@ def kimi_assets(
             metadata=_numeric(stats.metadata()), check_results=_check_results(stats, checks)
         )
 
+    async def batch_results(
+        context: dg.AssetExecutionContext,
+        keys: list[str],
+        kimi: KimiResource,
+        store: KimiStore,
+        config: InferenceConfig,
+    ) -> dg.MaterializeResult:
+        """Batch mode: load finished batches, finish interrupted submissions and (``submit``)
+        submit pending items as new batches; the outcomes so far are the metadata."""
+        try:
+            report = await batches.sync_partitions(
+                store.db_path,
+                keys,
+                kimi.settings(),
+                submit=config.submit,
+                retry_failed=not config.missing_only,
+            )
+        except (ChunkBusy, batches.BatchModeError) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except ApiError as exc:
+            if exc.kind is not ErrorKind.FATAL:
+                raise
+            raise dg.Failure(description=f"Batch API: {exc}", allow_retries=False) from None
+        for record in report.loaded:
+            context.log.info(
+                f"loaded batch {record.batch_id} ({record.state}): {record.loaded_rows} lines"
+            )
+        outcome = batches.partition_outcomes(store.db_path, keys)
+        stats = RunStats(
+            total=int(outcome["items"]),
+            succeeded=int(outcome["succeeded"]),
+            failed=int(outcome["failed"]),
+            truncated=int(outcome["truncated"]),
+            cost_usd=float(outcome["cost_usd"]),
+        )
+        metadata = {
+            "mode": "batch",
+            **outcome,
+            "batches_submitted": len(report.submitted),
+            "batches_loaded": len(report.loaded),
+            "batches_open": len(report.open),
+            "batch_ids": dg.MetadataValue.json(
+                [r.batch_id for r in batches.list_batches(store.db_path, partition_keys=keys)]
+            ),
+        }
+        return dg.MaterializeResult(metadata=metadata, check_results=_check_results(stats, checks))
+
     @dg.asset(
         key=dg.AssetKey(f"{prefix}_summary"),
         deps=[results_key],
@@ -218,6 +292,7 @@ def kimi_assets(
     sensors = [chunk_sensor(f"{prefix}_chunk_sensor", inputs_key, job.name, running=auto_run)]
     if inbox is not None:
         sensors.append(inbox_sensor(f"{prefix}_inbox_sensor", Path(inbox), inputs_key))
+    sensors.append(batch_sensor(f"{prefix}_batch_sensor", job.name, results_key))
     return KimiAssets(inputs, results, summary, partitions, job, sensors)
 
 

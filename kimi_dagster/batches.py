@@ -165,6 +165,18 @@ def list_batches(
     return [BatchRecord(*row) for row in rows]
 
 
+def partition_outcomes(
+    db_path: str | os.PathLike[str], partition_keys: Sequence[str]
+) -> dict[str, int | float]:
+    """Items, outcomes, tokens and cost of the partitions as they stand (for the asset)."""
+    with connect(db_path, read_only=True) as con:
+        cursor = run_sql(
+            con, "queries/partition_outcomes", {"partition_keys": list(partition_keys)}
+        )
+        row = cursor.fetchone()
+        return dict(zip([c[0] for c in cursor.description], row, strict=True))
+
+
 def _update(db_path: str | os.PathLike[str], submission_id: str, **changes: Any) -> None:
     columns = ("input_file_id", "batch_id", "state", "completed", "failed", "total")
     columns += ("output_file_id", "error_file_id", "error")

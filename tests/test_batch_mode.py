@@ -250,7 +250,9 @@ def test_cancel_from_the_cli_cancels_the_provider_batch(sim, tmp_path, write_jso
     source = write_jsonl("slow.jsonl", item_lines(20))
     db, out = tmp_path / "k.duckdb", tmp_path / "out.json"
     assert batch_cli(source, db, out) == 0
+    assert batch_cli(source, db, out) == 0  # both chunks have an open batch: no second one
     first, second = batches.list_batches(db)
+    assert len(provider_batches(sim)) == 2
     assert main(["cancel", first.batch_id, "--db", str(db)]) == 0
     assert main(["cancel", "--dataset", "slow", "--db", str(db)]) == 0
     assert {b["id"]: b["status"] for b in provider_batches(sim)}.keys() == {
@@ -279,3 +281,81 @@ def _await_provider(sim, timeout: float = 20.0) -> None:
 def _finish(db: Path, keys: list[str], sim) -> batches.SyncReport:
     options = batches.BatchOptions(poll_interval=0.1)
     return asyncio.run(batches.run_batch_mode(db, keys, settings(sim), wait=True, options=options))
+
+
+def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
+    fast_sim, tmp_path, write_jsonl
+) -> None:
+    import dagster as dg
+
+    from kimi_dagster.assets import kimi_assets
+    from kimi_dagster.resource import KimiResource, KimiStore
+
+    db = tmp_path / "k.duckdb"
+    source = write_jsonl("tickets.jsonl", item_lines(25, max_tokens=64))
+    pipeline = kimi_assets("kimi", chunk_size=10)
+    (sensor,) = [s for s in pipeline.sensors if s.name == "kimi_batch_sensor"]
+    resources = {
+        "kimi": KimiResource(
+            api_key=dg.EnvVar("MOONSHOT_API_KEY"), base_url=fast_sim.base_url, timeout=10
+        ),
+        "store": KimiStore(path=str(db)),
+    }
+    definitions = dg.Definitions(
+        assets=pipeline.assets,
+        jobs=[pipeline.inference_job],
+        sensors=[sensor],
+        resources=resources,
+    )
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+
+        def materialize(key: str, run_config: dict | None = None) -> dict:
+            result = dg.materialize(
+                pipeline.assets,
+                selection=["kimi_results"],
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+                run_config=run_config or {},
+            )
+            assert result.success
+            meta = result.asset_materializations_for_node("kimi_results")[0].metadata
+            return {k: v.value for k, v in meta.items()}
+
+        def tick():  # as the daemon evaluates it
+            with dg.build_sensor_context(
+                instance=instance,
+                instance_ref=instance.get_ref(),
+                resources=resources,
+                definitions=definitions,
+            ) as context:
+                return sensor.evaluate_tick(context)
+
+        ingest_config = {"path": str(source), "mode": "batch"}
+        dg.materialize(
+            pipeline.assets,
+            selection=["kimi_inputs"],
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"kimi_inputs": {"config": ingest_config}}},
+        )
+        keys = instance.get_dynamic_partitions("kimi_chunks")
+        for key in keys:  # the dataset's stored mode: no run config needed
+            meta = materialize(key)
+            assert meta["mode"] == "batch" and meta["batches_submitted"] == 1
+            assert meta["pending"] == meta["items"] and meta["succeeded"] == 0
+        assert len(provider_batches(fast_sim)) == 3
+
+        _await_provider(fast_sim)
+        result = tick()
+        assert sorted(r.partition_key for r in result.run_requests) == keys
+        assert {e.metadata["batch_state"].value for e in result.asset_events} == {"completed"}
+        for request in result.run_requests:
+            meta = materialize(request.partition_key, request.run_config)
+            assert meta["batches_loaded"] == 1 and meta["pending"] == 0
+            assert meta["succeeded"] == meta["items"] and meta["cost_usd"] > 0
+        assert tick().skip_message == "no open batches"
+
+    assert ledger(db)[1:] == (25, 25) and ledger(db)[0] == billed(fast_sim)
+    assert fast_sim.requests() == []
