@@ -4,6 +4,11 @@ The file is streamed line by line (never held whole in memory): each line is val
 Python and written, normalized, to a staging JSONL beside the database; DuckDB then loads the
 staging file in one short transaction. Bad lines land in ``rejected_lines`` with their line
 number and reason; they never stop the ingest. Re-ingesting the same file adds nothing.
+
+A file that is empty, or that changes while it is read (truncated, rewritten, still being
+appended to), is refused as a whole before anything is loaded, so the database never holds half
+of a file. One removed or replaced (``mv``) while it is read is ingested as it was when opened:
+that content is complete.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from kimi_dagster.store import connect, ensure_schema, run_sql
 DEFAULT_CHUNK_SIZE = 1000
 SAMPLE_REJECTIONS = 20
 DEFAULTS = ItemDefaults()
+
+
+class SourceError(ValueError):
+    """The file as a whole cannot be ingested (empty, or changed while read); nothing was."""
 
 
 @dataclass
@@ -101,12 +110,19 @@ def _validate(
     catalogue: Catalogue,
     report: IngestReport,
 ) -> None:
-    with source.open("rb") as lines, staged.open("wb") as ok, rejected.open("wb") as bad:
+    try:
+        lines = source.open("rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input file not found: {source}") from None
+    prompts = 0
+    with lines, staged.open("wb") as ok, rejected.open("wb") as bad:
+        opened = os.fstat(lines.fileno())
         for line_no, raw in enumerate(lines, start=1):
             report.lines = line_no
             raw = raw.rstrip(b"\r\n")
             if not raw.strip():
                 continue
+            prompts += 1
             try:
                 item = parse_line(raw, defaults, catalogue)
             except LineError as exc:
@@ -135,6 +151,26 @@ def _validate(
                 )
                 + b"\n"
             )
+        _check_unchanged(source, opened, os.fstat(lines.fileno()), lines.tell(), report.lines)
+    if not prompts:
+        raise SourceError(
+            f"{source}: no prompts in the file ({report.lines} blank line(s)); write one JSON "
+            'object per line, e.g. {"id": "1", "message": "..."}'
+        )
+
+
+def _check_unchanged(
+    source: Path, opened: os.stat_result, now: os.stat_result, consumed: int, line_no: int
+) -> None:
+    """Refuse a file that was truncated, rewritten or appended to while it was read."""
+    same = (now.st_size, now.st_mtime_ns) == (opened.st_size, opened.st_mtime_ns)
+    if same and consumed == opened.st_size:
+        return
+    raise SourceError(
+        f"{source}: the file changed while it was read (noticed after line {line_no}: "
+        f"{opened.st_size:,} bytes when opened, {now.st_size:,} now); nothing from it was "
+        "ingested; ingest it again once it is complete"
+    )
 
 
 def _load(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from kimi_dagster.ingest import dataset_name, ingest_file
+from kimi_dagster.ingest import SourceError, dataset_name, ingest_file
 
 
 def rows(db, sql: str) -> list[tuple]:
@@ -61,8 +61,10 @@ def test_appended_lines_get_new_chunks_and_changed_ids_are_refused(db, write_jso
 
 
 def test_empty_and_missing_files(db, write_jsonl, tmp_path) -> None:
-    report = ingest_file(db, write_jsonl("empty.jsonl", []))
-    assert (report.lines, report.accepted, report.partitions) == (0, 0, [])
+    with pytest.raises(SourceError, match=r"empty\.jsonl: no prompts in the file \(0 blank"):
+        ingest_file(db, write_jsonl("empty.jsonl", []))
+    with pytest.raises(SourceError, match=r"blank\.jsonl: no prompts in the file \(2 blank"):
+        ingest_file(db, write_jsonl("blank.jsonl", [b"", b"  "]))
     with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         ingest_file(db, tmp_path / "nope.jsonl")
 
