@@ -58,6 +58,15 @@ class CheckThresholds:
     max_truncated_share: float = 0.10
 
 
+@dataclass(frozen=True)
+class ResourceKeys:
+    """The resource keys the assets use. Dagster merges a code location's resources by key, so
+    a second pipeline with its own account settings or DuckDB file needs its own keys."""
+
+    kimi: str = "kimi"
+    store: str = "store"
+
+
 def pool_limit(instance: dg.DagsterInstance, pool: str) -> int | None:
     """The pool's slot limit from the instance (explicit, else the default), if it has pools."""
     try:
@@ -97,11 +106,14 @@ def kimi_assets(
     group_name: str | None = None,
     inbox: str | Path | None = None,
     auto_run: bool = True,
+    sensor_interval: int = 30,
     checks: CheckThresholds = CheckThresholds(),
+    resource_keys: ResourceKeys = ResourceKeys(),
 ) -> KimiAssets:
     """Build one pipeline's assets. ``chunks_per_run`` is the backfill policy: how many chunk
     partitions one run processes back to back (no rate dip between them). ``inbox``: a folder
-    whose new JSONL files are ingested by a sensor; ``auto_run``: run their chunks at once."""
+    whose new JSONL files are ingested by a sensor; ``auto_run``: run their chunks at once;
+    ``sensor_interval``: seconds between the sensors' looks at the inbox and at new ingests."""
     partitions = dg.DynamicPartitionsDefinition(name=f"{prefix}_chunks")
     group = group_name or prefix
     inputs_key = dg.AssetKey(f"{prefix}_inputs")
@@ -122,11 +134,15 @@ def kimi_assets(
             "dataset; default: as stored, else realtime",
         )
 
-    @dg.asset(key=inputs_key, group_name=group, kinds={"duckdb"})
-    def inputs(
-        context: dg.AssetExecutionContext, config: IngestConfig, store: KimiStore
-    ) -> dg.MaterializeResult:
+    @dg.asset(
+        key=inputs_key,
+        group_name=group,
+        kinds={"duckdb"},
+        required_resource_keys={resource_keys.store},
+    )
+    def inputs(context: dg.AssetExecutionContext, config: IngestConfig) -> dg.MaterializeResult:
         """Prompts of a JSONL file, validated into DuckDB and split into chunk partitions."""
+        store: KimiStore = getattr(context.resources, resource_keys.store)
         report = ingest_file(
             store.db_path,
             config.path,
@@ -174,18 +190,18 @@ def kimi_assets(
         pool=pool,
         group_name=group,
         kinds={"duckdb"},
+        required_resource_keys={resource_keys.kimi, resource_keys.store},
         retry_policy=dg.RetryPolicy(
             max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
         ),
     )
     async def results(
-        context: dg.AssetExecutionContext,
-        config: InferenceConfig,
-        kimi: KimiResource,
-        store: KimiStore,
+        context: dg.AssetExecutionContext, config: InferenceConfig
     ) -> dg.MaterializeResult:
         """Every pending item of the chunk(s) sent through the rate-limited Kimi client;
         results, tokens and cost recorded per attempt in DuckDB."""
+        kimi: KimiResource = getattr(context.resources, resource_keys.kimi)
+        store: KimiStore = getattr(context.resources, resource_keys.store)
         keys = list(context.partition_keys)
         mode = batches.check_mode(config.mode or batches.partition_mode(store.db_path, keys))
         if mode == "batch":
@@ -276,9 +292,11 @@ def kimi_assets(
         deps=[results_key],
         group_name=group,
         kinds={"duckdb"},
+        required_resource_keys={resource_keys.store},
     )
-    def summary(store: KimiStore) -> dg.MaterializeResult:
+    def summary(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Per dataset: items, outcomes, tokens and cost so far (the dataset_summary view)."""
+        store: KimiStore = getattr(context.resources, resource_keys.store)
         rows = dataset_summaries(store.db_path)
         return dg.MaterializeResult(
             metadata={
@@ -289,10 +307,30 @@ def kimi_assets(
         )
 
     job = dg.define_asset_job(f"{prefix}_inference", selection=[results_key])
-    sensors = [chunk_sensor(f"{prefix}_chunk_sensor", inputs_key, job.name, running=auto_run)]
+    sensors = [
+        chunk_sensor(
+            f"{prefix}_chunk_sensor",
+            inputs_key,
+            job.name,
+            interval=sensor_interval,
+            running=auto_run,
+        )
+    ]
     if inbox is not None:
-        sensors.append(inbox_sensor(f"{prefix}_inbox_sensor", Path(inbox), inputs_key))
-    sensors.append(batch_sensor(f"{prefix}_batch_sensor", job.name, results_key))
+        sensors.append(
+            inbox_sensor(
+                f"{prefix}_inbox_sensor", Path(inbox), inputs_key, interval=sensor_interval
+            )
+        )
+    sensors.append(
+        batch_sensor(
+            f"{prefix}_batch_sensor",
+            job.name,
+            results_key,
+            kimi_key=resource_keys.kimi,
+            store_key=resource_keys.store,
+        )
+    )
     return KimiAssets(inputs, results, summary, partitions, job, sensors)
 
 

@@ -12,7 +12,9 @@ attributes:
   inbox: /data/tickets/inbox
   budget_usd: 500
 ```
-It builds the same assets, checks and sensors as ``kimi_assets`` plus the resources.
+It builds the same assets, checks and sensors as ``kimi_assets`` plus the resources, under
+the keys ``<prefix>_account`` and ``<prefix>_store``, so pipelines with different settings can
+sit side by side in one code location.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from kimi_dagster.assets import kimi_assets
+from kimi_dagster.assets import ResourceKeys, kimi_assets
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE
 from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL
 from kimi_dagster.resource import KimiResource, KimiStore
@@ -38,12 +40,16 @@ class KimiPipeline(dg.Component, dg.Model, dg.Resolvable):
     chunks_per_run: int = Field(default=4, description="Chunk partitions per backfill run")
     inbox: str | None = Field(default=None, description="Folder watched for new JSONL files")
     auto_run: bool = Field(default=True, description="Run new chunks as soon as ingested")
+    sensor_interval: int = Field(
+        default=30, description="Seconds between the sensors' looks at the inbox / new ingests"
+    )
     budget_usd: float | None = Field(default=None, description="Per-run spending cap (USD)")
     db_path: str | None = Field(
         default=None, description="DuckDB file (default: env/.kimi_dagster)"
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        keys = ResourceKeys(kimi=f"{self.prefix}_account", store=f"{self.prefix}_store")
         pipeline = kimi_assets(
             self.prefix,
             chunk_size=self.chunk_size,
@@ -52,17 +58,19 @@ class KimiPipeline(dg.Component, dg.Model, dg.Resolvable):
             chunks_per_run=self.chunks_per_run,
             inbox=self.inbox,
             auto_run=self.auto_run,
+            sensor_interval=self.sensor_interval,
+            resource_keys=keys,
         )
         return dg.Definitions(
             assets=pipeline.assets,
             jobs=[pipeline.inference_job],
             sensors=pipeline.sensors,
             resources={
-                "kimi": KimiResource(
+                keys.kimi: KimiResource(
                     api_key=dg.EnvVar("MOONSHOT_API_KEY"),
                     tier=self.tier,
                     budget_usd=self.budget_usd,
                 ),
-                "store": KimiStore(path=self.db_path or str(default_db_path())),
+                keys.store: KimiStore(path=self.db_path or str(default_db_path())),
             },
         )

@@ -15,6 +15,7 @@ import dagster as dg
 import orjson
 
 SETTLE_SECONDS = 2.0  # a file modified more recently than this may still be being written
+INGESTS_PER_TICK = 100  # materializations of the ingest asset read per chunk-sensor tick
 
 
 def inbox_sensor(
@@ -69,25 +70,41 @@ def chunk_sensor(
     inputs_key: dg.AssetKey,
     job_name: str,
     *,
+    interval: int = 30,
     running: bool = True,
 ) -> dg.SensorDefinition:
-    """After each ingest, one run per chunk partition it added (from its ``new_partitions``)."""
+    """After each ingest, one run per chunk partition it added (from its ``new_partitions``).
 
-    @dg.asset_sensor(
+    Every ingest since the cursor is read, oldest first: Dagster's ``asset_sensor`` passes only
+    the latest one, which would drop the chunks of a file ingested just before another.
+    """
+
+    @dg.sensor(
         name=name,
-        asset_key=inputs_key,
         job_name=job_name,
+        minimum_interval_seconds=interval,
         default_status=dg.DefaultSensorStatus.RUNNING
         if running
         else dg.DefaultSensorStatus.STOPPED,
         description="Requests a run for every chunk partition a new ingest added",
     )
-    def _sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-        materialization = asset_event.asset_materialization
-        if materialization is None:
-            return
-        new = materialization.metadata.get("new_partitions")
-        for key in new.value if new is not None else []:
-            yield dg.RunRequest(run_key=f"{asset_event.run_id}:{key}", partition_key=key)
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        after = int(context.cursor) if context.cursor else None
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=inputs_key, after_storage_id=after),
+            limit=INGESTS_PER_TICK,
+            ascending=True,
+        ).records
+        if not records:
+            return dg.SkipReason("no new ingests")
+        requests = []
+        for record in records:
+            materialization = record.asset_materialization
+            new = materialization.metadata.get("new_partitions") if materialization else None
+            requests += [
+                dg.RunRequest(run_key=f"{record.run_id}:{key}", partition_key=key)
+                for key in (new.value if new is not None else [])
+            ]
+        return dg.SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))
 
     return _sensor
