@@ -46,10 +46,10 @@ def batch_sensor(
         description="Polls Batch API batches; requests a load run when one finishes",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        kimi: KimiResource = getattr(context.resources, kimi_key)
         store: KimiStore = getattr(context.resources, store_key)
         if not batches.list_batches(store.db_path, open_only=True):
             return dg.SkipReason("no open batches")
+        kimi: KimiResource = getattr(context.resources, kimi_key)
         changed = asyncio.run(batches.poll(store.db_path, kimi.settings()))
         observations = [
             dg.AssetObservation(
