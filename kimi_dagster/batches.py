@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from kimi_dagster.catalogue import Catalogue
-from kimi_dagster.claims import claim
+from kimi_dagster.claims import ChunkBusy, claim
 from kimi_dagster.client import ApiError, KimiClient, classify, parse_reply
 from kimi_dagster.engine import Settings
 from kimi_dagster.spool import merge_segment, spool_dir
@@ -609,13 +609,31 @@ async def cancel(
     cancelled = []
     async with _client(settings) as client:
         for record in rows:
-            if record.batch_id is None:
-                _update(db_path, record.submission_id, state="cancelled", error="cancelled")
-                _mark_empty(db_path, record)
-            elif record.state in ("validating", "in_progress"):
+            if record.batch_id is None and not await _drop_unsubmitted(client, db_path, record):
+                continue
+            record = _reload(db_path, record)
+            if record.state in ("validating", "in_progress"):
                 answer = await client.request("POST", f"batches/{record.batch_id}/cancel")
                 _record_status(db_path, record.submission_id, answer.json())
-            else:
-                continue
+            elif record.batch_id is not None:
+                continue  # finalizing or finished: nothing left to cancel
             cancelled.append(_reload(db_path, record))
     return cancelled
+
+
+async def _drop_unsubmitted(client: KimiClient, db_path: Path, record: BatchRecord) -> bool:
+    """Cancel a submission that has no batch id yet, under the chunk's claim (so a live
+    submitter cannot create its batch meanwhile). A batch the provider already has under its
+    metadata is adopted, to be cancelled like any other. False: a live run holds the chunk."""
+    try:
+        with claim(spool_dir(db_path) / "claims", [record.partition_key]):
+            batch = await _find_batch(client, record) if record.state == "uploaded" else None
+            if batch is not None:
+                _record_status(db_path, record.submission_id, batch)
+                return True
+            _update(db_path, record.submission_id, state="cancelled", error="cancelled")
+            _mark_empty(db_path, record)
+            batch_dir(db_path).joinpath(f"{record.submission_id}.jsonl").unlink(missing_ok=True)
+            return True
+    except ChunkBusy:
+        return False

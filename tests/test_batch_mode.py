@@ -359,3 +359,26 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
 
     assert ledger(db)[1:] == (25, 25) and ledger(db)[0] == billed(fast_sim)
     assert fast_sim.requests() == []
+
+
+def test_cancel_adopts_a_batch_created_by_a_crashed_submitter(
+    sim, db, write_jsonl, monkeypatch
+) -> None:
+    sim.configure(batch_delays=[0.05, 60, 0.05])
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(5)), chunk_size=10)
+    original = batches._record_status
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batches, "_record_status", dies)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(sim)))
+    monkeypatch.setattr(batches, "_record_status", original)
+
+    (cancelled,) = asyncio.run(batches.cancel(db, settings(sim), dataset="t"))
+    (provider,) = provider_batches(sim)
+    assert cancelled.batch_id == provider["id"] and provider["status"] in (
+        "cancelling",
+        "cancelled",
+    )
