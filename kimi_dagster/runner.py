@@ -124,6 +124,7 @@ class Runner:
         finally:
             housekeeping.cancel()
             self.stats.finish()
+            self.stats.budgets = self._budget_usage()
             await self._flush(final=True)
         if self._crash is not None:
             raise self._crash
@@ -172,6 +173,19 @@ class Runner:
     def _settle(self, item: WorkItem, worst: float, actual: float) -> None:
         for budget in self._budgets(item):
             budget.settle(worst, actual)
+
+    def _budget_usage(self) -> dict[str, tuple[float, float]]:
+        """(cap, spent) of the run's cap and of the most consumed dataset cap, where set."""
+        usage = {}
+        if self._budget.limit is not None:
+            usage["run"] = (self._budget.limit, self._budget.spent)
+        if self._dataset_budgets:
+            fullest = max(
+                self._dataset_budgets.values(),
+                key=lambda b: b.spent / b.limit if b.limit else float("inf"),
+            )
+            usage["dataset"] = (fullest.limit or 0.0, fullest.spent)
+        return usage
 
     def _next_ready(self) -> WorkItem | None:
         if self._retries and self._retries[0][0] <= time.monotonic():

@@ -37,6 +37,7 @@ class RunStats:
     errors: Counter[str] = field(default_factory=Counter)  # every failed attempt, by type
     failed_by_type: Counter[str] = field(default_factory=Counter)  # final failures
     budget_exhausted: bool = False
+    budgets: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (cap, spent)
     unmerged: bool = False
     started: float = 0.0
     ended: float | None = None
@@ -145,11 +146,15 @@ class RunStats:
 
     def metadata(self) -> dict[str, Any]:
         """Numbers for Dagster metadata (plotted per partition) and the CLI summary."""
+        eta = self.eta_seconds()
         data: dict[str, Any] = {
             "items": self.total,
+            "done": self.done,
+            "pct_done": round(100 * self.done / max(1, self.total), 2),
             "succeeded": self.succeeded,
             "failed": self.failed,
             "pending": self.total - self.done,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
             "requests": self.requests,
             "retries": self.retries,
             "truncated": self.truncated,
@@ -161,7 +166,12 @@ class RunStats:
             "tpm_gateway": round(self.tpm, 1),
             "elapsed_s": round(self.elapsed, 2),
             "rate_limited_429s": self.limiter.stats().rate_limited if self.limiter else 0,
+            "rpm_actual": self.limiter.stats().requests_last_minute if self.limiter else None,
+            "eta_seconds": None if eta is None else round(eta, 1),
         }
+        for name, (cap, spent) in sorted(self.budgets.items()):
+            data[f"budget_{name}_usd"] = cap
+            data[f"budget_{name}_consumed"] = round(spent / cap, 4) if cap else 1.0
         for quantile in (0.5, 0.95):
             value = self.latency_ms(quantile)
             data[f"latency_p{int(quantile * 100)}_ms"] = round(value, 1) if value else None
