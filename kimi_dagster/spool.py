@@ -110,6 +110,8 @@ def merge_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live writer still appends to it
+            if not os.fstat(fd).st_nlink:
+                continue  # another merger merged and removed it after we opened it
             _drop_torn_tail(fd)
             if os.fstat(fd).st_size:
                 con.execute("BEGIN")
