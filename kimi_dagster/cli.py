@@ -129,6 +129,23 @@ def _api_key() -> str:
     return api_key
 
 
+def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", action="store_true", help="batch mode: poll until every batch has finished"
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=30.0,
+        help="batch mode: seconds between polls with --wait (default 30)",
+    )
+    parser.add_argument(
+        "--completion-window",
+        default="24h",
+        help='batch mode: the provider\'s deadline, "12h" to "7d" (default 24h)',
+    )
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     api_key = _api_key()
     try:
@@ -262,12 +279,13 @@ def _run_batches(args: argparse.Namespace, dataset: str, keys: list[str]) -> int
         f"loaded ({report.loaded_rows:,} lines), {len(report.open)} still open",
         file=sys.stderr,
     )
-    summary = export_results(_db(args), dataset, args.output)
-    print(
-        f"wrote {args.output}: {summary['succeeded']} succeeded, {summary['failed']} failed, "
-        f"{summary['pending']} pending, ${summary['cost_usd']:.4f}",
-        file=sys.stderr,
-    )
+    if args.output:
+        summary = export_results(_db(args), dataset, args.output)
+        print(
+            f"wrote {args.output}: {summary['succeeded']} succeeded, {summary['failed']} "
+            f"failed, {summary['pending']} pending, ${summary['cost_usd']:.4f}",
+            file=sys.stderr,
+        )
     if report.open:
         print(
             "batches still open: run the same command again (or with --wait) to load them; "
@@ -319,6 +337,8 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
         print(f"{args.dataset}: no failed items", file=sys.stderr)
         return 0
     args.missing_only = False
+    if batches.partition_mode(_db(args), keys) == "batch":
+        return _run_batches(args, args.dataset, keys)
     stats = _run(args, args.dataset, keys)
     if args.output:
         export_results(_db(args), args.dataset, args.output)
@@ -434,20 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="results: .json, .jsonl or .parquet")
     _add_item_flags(p)
     _add_run_flags(p)
-    p.add_argument(
-        "--wait", action="store_true", help="batch mode: poll until every batch has finished"
-    )
-    p.add_argument(
-        "--poll-interval",
-        type=float,
-        default=30.0,
-        help="batch mode: seconds between polls with --wait (default 30)",
-    )
-    p.add_argument(
-        "--completion-window",
-        default="24h",
-        help='batch mode: the provider\'s deadline, "12h" to "7d" (default 24h)',
-    )
+    _add_batch_flags(p)
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("ingest", help="validate a JSONL file into DuckDB chunk partitions")
@@ -460,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("-o", "--output", help="write the dataset's results here afterwards")
     _add_run_flags(p)
+    _add_batch_flags(p)
     p.set_defaults(func=cmd_retry_failed)
 
     p = sub.add_parser("batches", help="Batch API submissions: state, counts, loaded")

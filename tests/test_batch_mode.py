@@ -19,6 +19,7 @@ from kimi_dagster.engine import Settings
 from kimi_dagster.ingest import ingest_file
 from kimi_dagster.limits import resolve_limits
 
+POLL = ["--poll-interval", "0.1"]
 FAST = {"batch_delays": [0.05, 0.2, 0.05]}  # validating : in_progress : finalizing seconds
 
 
@@ -239,7 +240,8 @@ def test_partially_failed_batch_fails_those_items_with_the_reason(
     assert all(message for *_, message in failed)
     assert list(statuses(db).values()).count("succeeded") == 8
 
-    _finish(db, report.partitions, fast_sim)  # a re-run retries the failed ones
+    batches.set_dataset_mode(db, "t", "batch")  # retry-failed follows the dataset's mode
+    assert main(["retry-failed", "--dataset", "t", "--db", str(db), "--wait", *POLL]) == 0
     states = statuses(db)
     assert states["item0005"] == "succeeded" and states["item0002"] == "failed"
     assert ledger(db)[0] == billed(fast_sim)
