@@ -112,8 +112,12 @@ async def process_partitions(
                 read_budgets(con, partition_keys=partition_keys),
                 settings.options.dataset_budgets_usd,
             )
+            earlier = run_sql(con, "queries/run_attempts", {"run_id": run_id}).fetchone()[0]
+        # Dagster retries a failed step inside the same run, with the same run id: this try's
+        # attempt ids must differ from the last try's, or the merge would skip them as merged.
+        prefix = f"{run_id}~{earlier}" if earlier else run_id
         limiter = RateLimiter(settings.limits)
-        writer = SpoolWriter(spool, run_id)
+        writer = SpoolWriter(spool, prefix)
         try:
             async with KimiClient(
                 settings.base_url,
@@ -132,6 +136,7 @@ async def process_partitions(
                     on_progress=on_progress,
                     currency=settings.currency,
                     dataset_budgets=caps,
+                    attempt_prefix=prefix,
                 )
                 return await runner.run(
                     _pending_items(db_path, list(partition_keys), retry_failed), total

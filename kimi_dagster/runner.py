@@ -96,6 +96,7 @@ class Runner:
     currency: str = "USD"
     mode: str = "realtime"
     dataset_budgets: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # cap, spent
+    attempt_prefix: str | None = None  # attempt ids are <prefix>:<item>:<n>; default: run_id
 
     def __post_init__(self) -> None:
         self.stats = RunStats(limiter=self.limiter)
@@ -225,7 +226,7 @@ class Runner:
 
     async def _attempt(self, item: WorkItem, permit: Permit, worst: float) -> None:
         item.sends += 1
-        attempt_id = f"{self.run_id}:{item.item_id}:{item.sends}"
+        attempt_id = f"{self.attempt_prefix or self.run_id}:{item.item_id}:{item.sends}"
         started = time.time()
         t0 = time.perf_counter()
         reply: Reply | None = None

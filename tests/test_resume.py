@@ -102,3 +102,33 @@ def test_asset_missing_only_config(sim, tmp_path, write_jsonl) -> None:
         assert materialize(True) == Counter()
         assert materialize(None) == Counter({"item0000": 1})  # the default retries the failure
     assert states(db)["item0000"] == "failed" and len(sim.bill()) == 5
+
+
+def test_a_step_retried_inside_the_same_run_keeps_every_attempt(sim, db, write_jsonl) -> None:
+    """Dagster retries a failed step inside the same run, with the same run id: the second
+    try's attempts must not be mistaken for the first try's (idempotent merge by attempt id)."""
+    lines = item_lines(4, max_tokens=64)
+    lines[1]["message"] += " [[sim:fail=server_error:1]]"
+    report = ingest_file(db, write_jsonl("same.jsonl", lines), chunk_size=100)
+    settings = Settings(
+        api_key=SIM_KEY,
+        limits=resolve_limits(5),
+        base_url=sim.base_url,
+        timeout=10,
+        options=RunOptions(max_attempts=1),
+    )
+    for _ in range(2):
+        asyncio.run(process_partitions(db, report.partitions, settings, run_id="one-run"))
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        ledger = con.execute("SELECT attempt_id, outcome, run_id FROM attempts").fetchall()
+        result = con.execute(
+            "SELECT r.status, a.outcome FROM results r JOIN attempts a USING (attempt_id) "
+            "WHERE r.item_id = 'item0001'"
+        ).fetchall()
+    assert len(ledger) == len(sim.requests()) == 5
+    assert sorted(a for a, o, _ in ledger if o == "ok") == sorted(
+        b["request_id"] for b in sim.bill()
+    )
+    assert {r for _, _, r in ledger} == {"one-run"}
+    assert result == [("succeeded", "ok")]
