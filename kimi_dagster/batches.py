@@ -277,7 +277,11 @@ def _write_durably(path: Path, lines: list[bytes]) -> None:
 
 
 async def _find_file(client: KimiClient, filename: str) -> str | None:
-    listing = (await client.request("GET", "files")).json()
+    """An earlier upload of this submission's file; a failed look-up only costs a re-upload."""
+    try:
+        listing = (await client.request("GET", "files")).json()
+    except ApiError:
+        return None
     return next((f["id"] for f in listing.get("data", []) if f.get("filename") == filename), None)
 
 

@@ -384,3 +384,28 @@ def test_cancel_adopts_a_batch_created_by_a_crashed_submitter(
         "cancelling",
         "cancelled",
     )
+
+
+def test_crash_after_upload_before_recording_it_reuses_the_uploaded_file(
+    fast_sim, db, write_jsonl, monkeypatch
+) -> None:
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(6)), chunk_size=10)
+    original = batches._update
+
+    def dies_recording_the_file(db_path, submission_id, **changes):
+        if "input_file_id" in changes:
+            raise KeyboardInterrupt  # uploaded, id never written down
+        original(db_path, submission_id, **changes)
+
+    monkeypatch.setattr(batches, "_update", dies_recording_the_file)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    assert batches.list_batches(db)[0].state == "prepared"
+
+    monkeypatch.setattr(batches, "_update", original)
+    _finish(db, report.partitions, fast_sim)
+    files = httpx.get(
+        f"{fast_sim.base_url}/files", headers={"Authorization": f"Bearer {SIM_KEY}"}
+    ).json()["data"]
+    assert len([f for f in files if f["purpose"] == "batch"]) == 1
+    assert len(provider_batches(fast_sim)) == 1 and ledger(db)[1:] == (6, 6)
