@@ -58,17 +58,28 @@ class SpoolWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._written = 0
+        self._new_entry = True
 
     def append(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, orjson.dumps(record) + b"\n")
+        data = memoryview(orjson.dumps(record) + b"\n")
+        while data:  # a short write would leave half a line that the next record continues
+            data = data[os.write(self._fd, data) :]
         self._written += 1
         self._dirty = True
 
     def sync(self) -> None:
-        """fsync what was appended since the last sync (call from a thread: it blocks)."""
+        """fsync what was appended since the last sync, and the directory entry of a new
+        segment, which a machine crash could otherwise lose (call from a thread: it blocks)."""
         if self._dirty:
             self._dirty = False
             os.fsync(self._fd)
+        if self._new_entry:
+            self._new_entry = False
+            directory = os.open(self._directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
     def rotate(self) -> int | None:
         """Start a new segment if the current one has data; returns the old descriptor, which
@@ -89,6 +100,7 @@ class SpoolWriter:
         """Seal the open segment (an empty one is removed)."""
         if self._fd < 0:
             return
+        self.sync()
         self.seal(self._fd)
         self._fd = -1
         if not self._written:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 import duckdb
@@ -81,6 +82,25 @@ def test_open_segment_of_a_live_writer_is_left_alone(db) -> None:
     writer.close()
     with connect(db) as con:
         assert merge_spool(con, spool_dir(db)) == 1
+
+
+def test_short_writes_are_completed_and_new_segments_synced(db, monkeypatch) -> None:
+    ensure_schema(db)
+    real_write, synced = os.write, []
+
+    def short_write(fd: int, data: bytes) -> int:  # the kernel may write less than asked
+        return real_write(fd, bytes(data[:7]))
+
+    monkeypatch.setattr(os, "write", short_write)
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_mode))
+    writer = SpoolWriter(spool_dir(db), "short")
+    writer.append(record("a", 1, ok=True))
+    writer.append(record("b", 1, ok=False))
+    writer.close()
+    monkeypatch.undo()
+    assert [stat.S_ISDIR(mode) for mode in synced].count(True) == 1  # the new directory entry
+    with connect(db) as con:
+        assert merge_spool(con, spool_dir(db)) == 2
 
 
 def test_torn_last_line_of_a_dead_writer_is_dropped(db) -> None:
