@@ -18,6 +18,7 @@ from kimi_dagster.batch_sensor import batch_sensor
 from kimi_dagster.claims import ChunkBusy
 from kimi_dagster.client import ApiError, ErrorKind
 from kimi_dagster.engine import process_partitions
+from kimi_dagster.estimate import estimate_stored
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_file
 from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
 from kimi_dagster.reports import dataset_summaries
@@ -138,10 +139,12 @@ def kimi_assets(
         key=inputs_key,
         group_name=group,
         kinds={"duckdb"},
-        required_resource_keys={resource_keys.store},
+        required_resource_keys={resource_keys.kimi, resource_keys.store},
     )
     def inputs(context: dg.AssetExecutionContext, config: IngestConfig) -> dg.MaterializeResult:
-        """Prompts of a JSONL file, validated into DuckDB and split into chunk partitions."""
+        """Prompts of a JSONL file, validated into DuckDB and split into chunk partitions;
+        the metadata estimates what running them will cost and take (``kimi-dagster estimate``)."""
+        kimi: KimiResource = getattr(context.resources, resource_keys.kimi)
         store: KimiStore = getattr(context.resources, resource_keys.store)
         report = ingest_file(
             store.db_path,
@@ -157,7 +160,8 @@ def kimi_assets(
             context.log.warning(
                 f"{report.rejected} line(s) rejected:\n{report.describe_rejections()}"
             )
-        return dg.MaterializeResult(metadata=ingest_metadata(report))
+        estimate = estimate_stored(store.db_path, report.dataset, kimi.estimate_plan())
+        return dg.MaterializeResult(metadata=ingest_metadata(report) | estimate.metadata())
 
     class InferenceConfig(dg.Config):
         missing_only: bool = Field(
@@ -178,7 +182,10 @@ def kimi_assets(
         "truncated_share", asset=results_key, description="Share of outputs cut at max_tokens"
     )
     budget_check = dg.AssetCheckSpec(
-        "budget", asset=results_key, description="The run stayed within its budget"
+        "budget",
+        asset=results_key,
+        description="The run stayed within its budgets (the run's and the dataset's cap); "
+        "the metadata shows the share of each consumed",
     )
 
     @dg.asset(
@@ -361,7 +368,11 @@ def _check_results(stats: RunStats, limits: CheckThresholds) -> list[dg.AssetChe
         dg.AssetCheckResult(
             check_name="budget",
             passed=not stats.budget_exhausted,
-            metadata={"cost_usd": stats.cost_usd, "pending_after_budget": stats.total - stats.done},
+            metadata={
+                "cost_usd": stats.cost_usd,
+                "pending_after_budget": stats.total - stats.done,
+                **{k: v for k, v in stats.metadata().items() if k.startswith("budget_")},
+            },
         ),
     ]
 

@@ -10,7 +10,8 @@ attributes:
   chunk_size: 2000
   max_tokens: 64
   inbox: /data/tickets/inbox
-  budget_usd: 500
+  budget_usd: 500           # per run
+  dataset_budgets: {tickets: 2000}   # per dataset, earlier runs' spend included
 ```
 It builds the same assets, checks and sensors as ``kimi_assets`` plus the resources, under
 the keys ``<prefix>_account`` and ``<prefix>_store``, so pipelines with different settings can
@@ -44,6 +45,10 @@ class KimiPipeline(dg.Component, dg.Model, dg.Resolvable):
         default=30, description="Seconds between the sensors' looks at the inbox / new ingests"
     )
     budget_usd: float | None = Field(default=None, description="Per-run spending cap (USD)")
+    dataset_budgets: dict[str, float] = Field(
+        default_factory=dict,
+        description="Caps per dataset (USD, earlier runs' spend counts): {dataset: usd}",
+    )
     db_path: str | None = Field(
         default=None, description="DuckDB file (default: env/.kimi_dagster)"
     )
@@ -70,6 +75,7 @@ class KimiPipeline(dg.Component, dg.Model, dg.Resolvable):
                     api_key=dg.EnvVar("MOONSHOT_API_KEY"),
                     tier=self.tier,
                     budget_usd=self.budget_usd,
+                    dataset_budgets=self.dataset_budgets,
                 ),
                 keys.store: KimiStore(path=self.db_path or str(default_db_path())),
             },

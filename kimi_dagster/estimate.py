@@ -96,18 +96,20 @@ class Estimate:
 
     def metadata(self) -> dict[str, float | int | str]:
         """The figures as flat Dagster metadata (numbers are plotted per materialization)."""
+        cur = self.currency.lower()
         return {
-            "est_pending_items": self.pending,
-            "est_input_tokens": self.input_tokens,
-            "est_cached_tokens": self.cached_tokens,
-            "est_output_tokens": self.output_tokens,
-            "est_max_output_tokens": self.max_output_tokens,
-            f"est_cost_realtime_{self.currency.lower()}": round(self.cost_realtime, 6),
-            f"est_cost_batch_{self.currency.lower()}": round(self.cost_batch, 6),
-            f"est_cost_worst_case_{self.currency.lower()}": round(self.cost_worst_case, 6),
-            "est_realtime_seconds": round(self.realtime_seconds, 1),
-            "est_binding_limit": self.binding_limit,
-            "est_output_basis": self.output_basis,
+            "estimate_pending_items": self.pending,
+            "estimate_input_tokens": self.input_tokens,
+            "estimate_cached_tokens": self.cached_tokens,
+            "estimate_output_tokens": self.output_tokens,
+            "estimate_max_output_tokens": self.max_output_tokens,
+            f"estimate_cost_realtime_{cur}": round(self.cost_realtime, 6),
+            f"estimate_cost_batch_{cur}": round(self.cost_batch, 6),
+            f"estimate_cost_worst_case_{cur}": round(self.cost_worst_case, 6),
+            "estimate_realtime_seconds": round(self.realtime_seconds, 1),
+            "estimate_binding_limit": self.binding_limit,
+            "estimate_output_basis": self.output_basis,
+            "estimate_latency_s": self.latency_s,
         }
 
     def describe(self) -> str:
@@ -138,6 +140,14 @@ def estimate_dataset(
     """Estimate a dataset already in the file ``con`` has open."""
     run_sql(con, "queries/estimate_scope_dataset", {"dataset": dataset})
     return _estimate(con, dataset, plan, history or dataset)
+
+
+def estimate_stored(
+    db_path: str | os.PathLike[str], dataset: str, plan: Plan, *, history: str | None = None
+) -> Estimate:
+    """Estimate a dataset already ingested into ``db_path`` (read-only, briefly)."""
+    with connect(db_path, read_only=True) as con:
+        return estimate_dataset(con, dataset, plan, history=history)
 
 
 def estimate_file(

@@ -9,7 +9,8 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from kimi_dagster.client import DEFAULT_BASE_URL
-from kimi_dagster.engine import Settings
+from kimi_dagster.engine import Settings, platform_currency
+from kimi_dagster.estimate import Plan
 from kimi_dagster.limits import resolve_limits
 from kimi_dagster.runner import RunOptions
 from kimi_dagster.store import default_db_path
@@ -75,6 +76,13 @@ class KimiResource(ConfigurableResource):
                 dataset_budgets_usd=self.dataset_budgets,
             ),
         )
+
+    def estimate_plan(self) -> Plan:
+        """What ``estimate`` assumes for this account: its whole limits, its currency."""
+        limits = resolve_limits(
+            self.tier, concurrency=self.concurrency, rpm=self.rpm, tpm=self.tpm, tpd=self.tpd
+        )
+        return Plan(limits=limits, currency=platform_currency(self.base_url))
 
 
 class KimiStore(ConfigurableResource):
