@@ -294,7 +294,7 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
     from kimi_dagster.resource import KimiResource, KimiStore
 
     db = tmp_path / "k.duckdb"
-    source = write_jsonl("tickets.jsonl", item_lines(25, max_tokens=64))
+    source = write_jsonl("tickets.jsonl", item_lines(15, max_tokens=64))
     pipeline = kimi_assets("kimi", chunk_size=10)
     (sensor,) = [s for s in pipeline.sensors if s.name == "kimi_batch_sensor"]
     resources = {
@@ -347,7 +347,7 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
             meta = materialize(key)
             assert meta["mode"] == "batch" and meta["batches_submitted"] == 1
             assert meta["pending"] == meta["items"] and meta["succeeded"] == 0
-        assert len(provider_batches(fast_sim)) == 3
+        assert len(provider_batches(fast_sim)) == 2
 
         _await_provider(fast_sim)
         result = tick()
@@ -359,7 +359,7 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
             assert meta["succeeded"] == meta["items"] and meta["cost_usd"] > 0
         assert tick().skip_message == "no open batches"
 
-    assert ledger(db)[1:] == (25, 25) and ledger(db)[0] == billed(fast_sim)
+    assert ledger(db)[1:] == (15, 15) and ledger(db)[0] == billed(fast_sim)
     assert fast_sim.requests() == []
 
 
