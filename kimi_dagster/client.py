@@ -21,6 +21,7 @@ from httpx_aiohttp import AiohttpTransport
 DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
 _RETRY_AFTER = re.compile(r"try again after (\d+(?:\.\d+)?) ?s", re.IGNORECASE)
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
+_NAMED_LIMIT = re.compile(r"max (RPM|TPM|TPD|concurrency)\s*:?\s*(\d[\d,]*)", re.IGNORECASE)
 
 
 class ErrorKind(enum.Enum):
@@ -43,12 +44,14 @@ class ApiError(Exception):
         *,
         http_status: int | None = None,
         retry_after: float | None = None,
+        limit: tuple[str, int] | None = None,
     ) -> None:
         self.kind = kind
         self.error_type = error_type
         self.message = redact(message)
         self.http_status = http_status
         self.retry_after = retry_after
+        self.limit = limit  # a limit-429's named account limit, e.g. ("rpm", 5000)
         super().__init__(f"{error_type}: {self.message}")
 
 
@@ -81,6 +84,13 @@ def retry_after(message: str, headers: httpx.Headers | None = None) -> float | N
     return None
 
 
+def named_limit(message: str) -> tuple[str, int] | None:
+    """The account limit a limit-429 names ("reached organization max RPM: 5000"), if any."""
+    if match := _NAMED_LIMIT.search(message):
+        return match.group(1).lower(), int(match.group(2).replace(",", ""))
+    return None
+
+
 def classify(status: int, body: bytes, headers: httpx.Headers | None = None) -> ApiError:
     """Map a non-200 response to an ApiError with the action kimi-api.md prescribes."""
     try:
@@ -98,7 +108,12 @@ def classify(status: int, body: bytes, headers: httpx.Headers | None = None) -> 
         else:
             kind = ErrorKind.RATE_LIMIT
         return ApiError(
-            kind, error_type, message, http_status=status, retry_after=retry_after(message, headers)
+            kind,
+            error_type,
+            message,
+            http_status=status,
+            retry_after=retry_after(message, headers),
+            limit=named_limit(message) if kind is ErrorKind.RATE_LIMIT else None,
         )
     if status in (401, 403, 404):
         hint = {

@@ -35,6 +35,7 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     timeout: float = 120.0
     options: RunOptions = field(default_factory=RunOptions)
+    share: int = 1  # runs spending the account at once; ``limits`` is already this run's share
 
     @property
     def currency(self) -> str:
@@ -116,7 +117,7 @@ async def process_partitions(
         # Dagster retries a failed step inside the same run, with the same run id: this try's
         # attempt ids must differ from the last try's, or the merge would skip them as merged.
         prefix = f"{run_id}~{earlier}" if earlier else run_id
-        limiter = RateLimiter(settings.limits)
+        limiter = RateLimiter(settings.limits, share=settings.share)
         writer = SpoolWriter(spool, prefix)
         try:
             async with KimiClient(

@@ -9,6 +9,7 @@ exact sliding windows, so a run goes at the account's limits without crossing th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -110,6 +111,8 @@ _FLOOR = 0.05
 _RECOVERY = 0.05  # rate_factor regained ...
 _RECOVERY_EVERY = 5.0  # ... per this many seconds without a 429
 _BACKOFF = 1.0  # pause after a 429 that named no wait
+_RESTORE_AFTER = 300.0  # a limit lowered by a 429's message is lifted after this quiet time
+_ADOPTABLE = ("concurrency", "rpm", "tpm")  # limits a 429 can lower (the day keeps its own)
 
 
 class _Ledger:
@@ -182,6 +185,11 @@ class RateLimiter:
       its first seconds. In steady state the binding limit is used at H.
     - ``penalize`` (a limit-429): no admission until the wait the 429 named; f is cut x0.7 (at
       most once per 2 s, floor 0.05) and regains 0.05 per 5 s without a 429, up to 1.
+    - A 429 that names a lower account limit than configured ("max RPM: 2500": the provider
+      lowered it) makes this limiter use that limit / ``share`` from then on, until 5 minutes
+      pass without a 429; then the configured limits apply again (a 429 lowers them again if
+      the provider still holds the lower one). AIMD alone would keep probing above the lower
+      limit, and collect a burst of 429s every minute.
     - A request charged more tokens than a window (or a day) admits can never go:
       ``admit`` and ``acquire`` raise ValueError.
     """
@@ -190,12 +198,15 @@ class RateLimiter:
         "_budgets",
         "_burst",
         "_clock",
+        "_configured",
         "_decreased_at",
         "_factor",
         "_freed",
+        "_headroom",
         "_held",
         "_largest",
         "_limits",
+        "_lowered",
         "_paused_until",
         "_penalized_at",
         "_queue",
@@ -203,15 +214,18 @@ class RateLimiter:
         "_request_due",
         "_request_gap",
         "_requests",
+        "_share",
         "_token_due",
         "_token_gap",
         "_tokens",
+        "_window",
     )
 
     def __init__(
         self,
         limits: Limits,
         *,
+        share: int = 1,
         headroom: float = 0.985,
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -220,19 +234,23 @@ class RateLimiter:
             raise ValueError(f"headroom must be in (0, 1], got {headroom!r}")
         if not window > 0:
             raise ValueError(f"window must be positive, got {window!r}")
-        self._limits = limits
+        _check_positive("share", share)
+        self._configured = limits
+        self._share = share  # runs spending the account at once: a named limit / share is ours
+        self._lowered = False
+        self._headroom = headroom
+        self._window = window
         self._clock = clock
-        self._request_gap = window / (headroom * limits.rpm)  # seconds per request at f = 1
-        self._token_gap = window / (headroom * limits.tpm)  # seconds per token at f = 1
         self._burst = window * _SECOND
-        self._requests = _Ledger(window, max(1, math.floor(headroom * limits.rpm + 1e-9)))
-        self._tokens = _Ledger(window, headroom * limits.tpm)
+        self._requests = _Ledger(window, 0)
+        self._tokens = _Ledger(window, 0)
+        self._use(limits)
         # Every ledger a request's tokens are charged to: the minute, and the day when limited.
         self._budgets: tuple[_Ledger, ...] = (self._tokens,)
         if limits.tpd is not None:
             day = _Ledger(window * _WINDOWS_PER_DAY, headroom * limits.tpd, grain=self._burst)
             self._budgets += (day,)
-        self._largest = min(ledger.cap for ledger in self._budgets)
+        self._largest = min(ledger.cap for ledger in self._budgets)  # the configured limits'
         # Pacing: the next admission is due at *_due; it may go up to one burst early.
         self._request_due = self._token_due = clock() + self._burst
         self._held: dict[Permit, list[list]] = {}  # permit -> its bucket in each budget
@@ -246,7 +264,22 @@ class RateLimiter:
 
     @property
     def limits(self) -> Limits:
+        """The limits in force: the configured ones, or lower ones a 429 named."""
+        self._restore(self._clock())
         return self._limits
+
+    def _use(self, limits: Limits) -> None:
+        """Pace and cap by ``limits`` from now on (the windows keep what they hold)."""
+        self._limits = limits
+        self._request_gap = self._window / (self._headroom * limits.rpm)  # s per request, f = 1
+        self._token_gap = self._window / (self._headroom * limits.tpm)  # s per token, f = 1
+        self._requests.cap = max(1, math.floor(self._headroom * limits.rpm + 1e-9))
+        self._tokens.cap = self._headroom * limits.tpm
+
+    def _restore(self, now: float) -> None:
+        if self._lowered and now - self._penalized_at >= _RESTORE_AFTER:
+            self._lowered = False
+            self._use(self._configured)
 
     def delay(self, tokens: int) -> float:
         """Seconds until a request charged ``tokens`` may be admitted: 0.0 now, inf while every
@@ -274,7 +307,10 @@ class RateLimiter:
                     return self._record(now, tokens)
                 if wait == math.inf:  # every slot is out: the next release frees one
                     self._freed.clear()
-                    await self._freed.wait()
+                    # (or, under a limit a 429 lowered, its lifting may let a large one fit)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_RESTORE_AFTER if self._lowered else None):
+                            await self._freed.wait()
                 else:
                     await asyncio.sleep(wait)
 
@@ -295,9 +331,17 @@ class RateLimiter:
             self._token_due += change * self._token_gap / self._rate_factor(now)
         self._freed.set()
 
-    def penalize(self, retry_after: float | None = None) -> None:
-        """A limit-429 came back: pause admissions for the wait it named and slow down."""
+    def penalize(
+        self, retry_after: float | None = None, named: tuple[str, int] | None = None
+    ) -> None:
+        """A limit-429 came back: pause admissions for the wait it named and slow down.
+        ``named``: the account limit its message named, e.g. ("rpm", 2500)."""
         now = self._clock()
+        if named is not None and named[0] in _ADOPTABLE:
+            ours = max(1, named[1] // self._share)
+            if ours < getattr(self._limits, named[0]):
+                self._use(replace(self._limits, **{named[0]: ours}))
+                self._lowered = True
         self._factor = self._rate_factor(now)
         if now - self._decreased_at >= _DECREASE_EVERY:
             self._factor = max(_FLOOR, self._factor * _DECREASE)
@@ -309,6 +353,7 @@ class RateLimiter:
 
     def stats(self) -> LimiterStats:
         now = self._clock()
+        self._restore(now)
         self._requests.expire(now)
         self._tokens.expire(now)
         return LimiterStats(
@@ -324,7 +369,7 @@ class RateLimiter:
         if tokens > self._largest:
             raise ValueError(
                 f"a request charged {tokens:,} tokens can never be admitted: at most "
-                f"{math.floor(self._largest):,} fit a window of {self._limits} with headroom; "
+                f"{math.floor(self._largest):,} fit a window of {self._configured} with headroom; "
                 "lower its max_tokens or shorten its input"
             )
 
@@ -335,6 +380,7 @@ class RateLimiter:
         return min(1.0, self._factor + _RECOVERY * steps)
 
     def _wait(self, now: float, tokens: int) -> float:
+        self._restore(now)
         factor = self._rate_factor(now)
         if len(self._held) >= max(1, math.floor(self._limits.concurrency * factor + 1e-9)):
             return math.inf

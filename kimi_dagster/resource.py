@@ -75,6 +75,7 @@ class KimiResource(ConfigurableResource):
                 budget_usd=self.budget_usd,
                 dataset_budgets_usd=self.dataset_budgets,
             ),
+            share=share,
         )
 
     def estimate_plan(self) -> Plan:

@@ -301,7 +301,7 @@ class Runner:
         if error.kind is ErrorKind.ITEM or error.error_type == "cancelled":
             return ("failed" if error.kind is ErrorKind.ITEM else "cancelled"), 0.0
         if error.kind is ErrorKind.RATE_LIMIT:
-            self.limiter.penalize(error.retry_after)
+            self.limiter.penalize(error.retry_after, named=error.limit)
             if item.sends - item.failures >= self.options.max_rate_limited:
                 return "failed", 0.0
             return "retry", error.retry_after or self._backoff(1)

@@ -1,11 +1,21 @@
 """Local token estimate for a chat request.
 
 Kimi publishes no offline tokenizer, and the gateway charges TPM at admission as input tokens +
-max_tokens, so the limiter needs an estimate before each request. The rule: one token per 4
-ASCII characters, 0.7 per other character (CJK text runs about 1.5 characters a token), plus
-4 tokens of framing per message and 3 per request. It errs slightly high for English so the
-limiter stays under the limit; the runner reconciles it with ``usage.prompt_tokens`` as
-replies arrive (see ``EstimateCorrection``).
+max_tokens, so the limiter needs an estimate before each request. The rule (``estimate_tokens``):
+one token per 4 characters of ASCII text (spaces and punctuation included), 0.7 per other
+character (CJK text runs about 1.5 characters a token), plus 4 tokens of framing per message
+and 3 per request. It is computed once per item, at ingest.
+
+Its error against the simulator's billed ``usage.prompt_tokens`` (``tests/test_tokens.py``,
+run with ``-s``; the simulator's tokenizer approximates a BPE one and is not the provider's):
+long plain English about +3 %, short English with numbers and punctuation about -8 % (up to
+-19 %), Chinese 0 %, JSON about -40 % (every bracket and quote is a token). The raw rule alone
+would therefore under-charge punctuation-heavy input, so the runner never charges it raw:
+``EstimateCorrection`` learns the ratio billed / estimated from every reply and charges
+``estimate x ratio x 1.02``; after 60 replies of one kind the charge is within +2 % to +5 % of
+the billed count on every corpus above. The limiter also records each request's billed charge
+in place of the estimate when its reply arrives, so only requests still in flight are counted
+from the estimate.
 """
 
 from __future__ import annotations
@@ -41,10 +51,11 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
 
 
 class EstimateCorrection:
-    """Learns the ratio actual/estimated prompt tokens from replies (an exponential average).
+    """Learns the ratio actual/estimated prompt tokens from replies (an exponential average
+    weighting each reply 5 %: about 14 replies to close half the gap).
 
-    The limiter charges ``corrected(estimate) + max_tokens``; starting at 1.0 and bounded to
-    [0.5, 2.0] so one odd reply cannot swing the budget.
+    The limiter charges ``corrected(estimate) + max_tokens``; starting at 1.0, each sample
+    bounded to [0.5, 2.0] so one odd reply cannot swing the budget, and a 2 % margin on top.
     """
 
     __slots__ = ("ratio",)

@@ -70,6 +70,14 @@ def test_retry_after_from_message_then_headers() -> None:
     assert retry_after("no hint", httpx.Headers({})) is None
 
 
+def test_a_limit_429_carries_the_limit_its_message_names() -> None:
+    message = "request reached organization max TPM: 1,500,000, please try again after 2 seconds"
+    err = classify(429, error("rate_limit_reached_error", message))
+    assert (err.limit, err.retry_after) == (("tpm", 1_500_000), 2.0)
+    assert classify(429, error("rate_limit_reached_error", "slow down")).limit is None
+    assert classify(429, error("engine_overloaded_error", "max RPM: 5")).limit is None
+
+
 def test_keys_are_redacted_from_messages() -> None:
     err = ApiError(ErrorKind.FATAL, "x", "bad key sk-abcdef123456 given")
     assert "sk-abcdef" not in str(err) and "sk-***" in err.message

@@ -335,6 +335,32 @@ def test_a_cut_rate_slows_the_pace_and_narrows_concurrency():
     assert sim.limiter.stats().in_flight == 7
 
 
+def test_a_429_naming_a_lower_limit_is_used_until_five_quiet_minutes_pass():
+    limits = Limits(concurrency=50, rpm=6_000, tpm=10_000_000)
+    sim = Sim(limits)
+    saturate(sim, tokens=10, latency=0.5, horizon=30.0)
+    sim.limiter.penalize(5.0, named=("rpm", 3_000))  # the provider halved RPM
+    assert sim.limiter.limits.rpm == 3_000
+    times = saturate(sim, tokens=10, latency=0.5, horizon=300.0)
+    # the pause, then the lower limit's pace once the factor recovers (windows stay exact)
+    assert per_second(times, 200.0, 300.0) * 60 == pytest.approx(H * 3_000, rel=0.01)
+    assert sim.limiter.limits.rpm == 3_000
+    sim.advance(31.0 + 300.0)
+    assert sim.limiter.limits == limits  # 5 minutes without a 429: the configured limits again
+    times = saturate(sim, tokens=10, latency=0.5, horizon=460.0)
+    assert per_second(times, 400.0, 460.0) * 60 == pytest.approx(H * 6_000, rel=0.01)
+
+
+def test_a_named_limit_is_divided_by_the_share_and_never_raises_ours():
+    account = Limits(concurrency=300, rpm=6_000, tpm=3_000_000)
+    sim = Sim(account.share(3), share=3)
+    sim.limiter.penalize(1.0, named=("tpm", 1_500_000))
+    sim.limiter.penalize(1.0, named=("concurrency", 150))
+    sim.limiter.penalize(1.0, named=("rpm", 9_000))  # above ours: not a lowering
+    sim.limiter.penalize(1.0, named=("tpd", 10))  # the day is not adopted
+    assert sim.limiter.limits == Limits(concurrency=50, rpm=2_000, tpm=500_000)
+
+
 # -- acquire() on the real event loop ------------------------------------------------------------
 
 

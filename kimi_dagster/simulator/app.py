@@ -19,6 +19,7 @@ from kimi_dagster.simulator.batches import BATCHES, BatchService, add_batch_rout
 from kimi_dagster.simulator.errors import ApiError, invalid, json_response, not_found
 from kimi_dagster.simulator.faults import error_for, gateway_page
 from kimi_dagster.simulator.files import FILES, FileStore, add_file_routes
+from kimi_dagster.simulator.gateway import Rejection
 from kimi_dagster.simulator.models import MODELS
 from kimi_dagster.simulator.state import SimulatorState
 from kimi_dagster.simulator.tokens import count_tokens
@@ -74,6 +75,8 @@ async def _faulty_answer(
             state.finish(record, status, f"http_{status}")
             return web.Response(status=status, text=text, content_type=content_type)
         kind = "server_error"
+    if kind == "rate_limit":  # worded as the gateway's own, naming the account's real RPM
+        raise Rejection("RPM", state.gateway.limits.rpm, 1.0).error()
     raise error_for(kind)
 
 

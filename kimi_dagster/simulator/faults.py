@@ -15,22 +15,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kimi_dagster.simulator.config import FAULTS, SimulatorConfig
-from kimi_dagster.simulator.errors import HIGH_RISK, NO_BALANCE, ORG, OVERLOADED, ApiError, invalid
+from kimi_dagster.simulator.errors import HIGH_RISK, NO_BALANCE, OVERLOADED, ApiError, invalid
 from kimi_dagster.simulator.validation import ChatRequest
 
 CONTENT_FILTER_MARKER = "[[sim:content_filter]]"
 _FAIL_MARKER = re.compile(r"\[\[sim:fail=([a-z_]+):(\d+)\]\]")
 
-# Kinds answered with an ordinary error body; "reset", "hang" and "malformed" act on the wire.
+# Kinds answered with an ordinary error body; "reset", "hang" and "malformed" act on the wire,
+# and "rate_limit" is answered as the gateway's own rejection (``app``), naming the real RPM.
 _ERRORS: dict[str, tuple[int, str, str]] = {
     "server_error": (500, "server_error", "Internal server error, please try again later"),
     "overload": (429, "engine_overloaded_error", OVERLOADED),
-    "rate_limit": (
-        429,
-        "rate_limit_reached_error",
-        f"Your account {ORG} request reached organization max RPM: 1, "
-        "please try again after 1 seconds",
-    ),
     "quota": (429, "exceeded_current_quota_error", NO_BALANCE),
     "content_filter": (400, "content_filter", HIGH_RISK),
     "unauthorized": (401, "invalid_authentication_error", "Invalid Authentication"),
@@ -42,7 +37,7 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
     "not_found": (404, "resource_not_found_error", "Not found the model or Permission denied"),
 }
 WIRE_KINDS = frozenset({"reset", "hang", "malformed"})
-MARKER_KINDS = frozenset(_ERRORS) | WIRE_KINDS
+MARKER_KINDS = frozenset(_ERRORS) | WIRE_KINDS | {"rate_limit"}
 
 # Random "5xx" faults: a JSON server_error or a gateway's non-JSON page, as proxies send them.
 _GATEWAY_PAGES: tuple[tuple[int, str, str], ...] = (
