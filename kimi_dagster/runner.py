@@ -235,7 +235,8 @@ class Runner:
             reply = await self.client.chat(item.request, attempt_id)
         except ApiError as exc:
             error = exc
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, interrupted (a terminated Dagster run), or a bug:
+            # whether the provider answered (and billed) is unknown, so the item stays pending
             error = ApiError(ErrorKind.RETRYABLE, "cancelled", "run stopped while in flight")
             raise
         finally:

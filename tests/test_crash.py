@@ -10,6 +10,7 @@ what it had recorded (its spool segments); "in flight" is the difference.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -18,13 +19,19 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import orjson
 import pytest
 from conftest import SIM_KEY, item_lines
 
+from kimi_dagster.catalogue import Catalogue
+from kimi_dagster.ingest import ingest_file
+from kimi_dagster.limits import RateLimiter, resolve_limits
+from kimi_dagster.runner import Runner, WorkItem
 from kimi_dagster.simulator import start_simulator
-from kimi_dagster.spool import spool_dir
+from kimi_dagster.spool import SpoolWriter, spool_dir
+from kimi_dagster.store import migrate
 
 ITEMS = 600
 EARLY_KILLS = 2  # at any moment of start-up: ingest, leftover merge, first requests
@@ -146,3 +153,101 @@ def test_kill_9_at_random_moments_loses_nothing_and_repays_only_in_flight(
         ],
         f"billed {len(bill)} for {ITEMS} items",
     )
+
+
+# A Dagster run of one chunk partition, in its own process, as a run worker executes it.
+MATERIALIZE = """
+import sys, warnings
+import dagster as dg
+from kimi_dagster.assets import kimi_assets
+from kimi_dagster.resource import KimiResource, KimiStore
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+db, base_url, key = sys.argv[1:4]
+kimi = KimiResource(
+    api_key=dg.EnvVar("MOONSHOT_API_KEY"), base_url=base_url, tier=5, concurrency=16, timeout=10
+)
+result = dg.materialize(
+    kimi_assets("kimi", chunk_size=1000).assets,
+    selection=["kimi_results"],
+    partition_key=key,
+    instance=dg.DagsterInstance.get(),
+    resources={"kimi": kimi, "store": KimiStore(path=db)},
+    raise_on_error=False,
+)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def test_a_terminated_dagster_run_keeps_what_it_received_and_resumes(
+    slow_sim, tmp_path, write_jsonl
+) -> None:
+    sim = slow_sim
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    db = tmp_path / "k.duckdb"
+    report = ingest_file(db, write_jsonl("term.jsonl", item_lines(200, max_tokens=64)))
+    env = dict(os.environ, MOONSHOT_API_KEY=SIM_KEY, DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("kimi_chunks", report.partitions)
+    argv = [sys.executable, "-c", MATERIALIZE, str(db), sim.base_url, report.partitions[0]]
+
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    while len(sim.bill()) < 40:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)  # what terminating a run does to its worker process
+    log = run.communicate(timeout=60)[0].decode()
+    assert run.returncode == 1, log
+    assert "DagsterExecutionInterruptedError" in log or "interrupt" in log.lower(), log
+
+    # What the terminated run received is in DuckDB, the spool merged cleanly, and a new run
+    # of the partition sends only the rest.
+    with duckdb.connect(str(db), read_only=True) as con:
+        kept = con.execute("SELECT count(*) FROM results WHERE status = 'succeeded'").fetchone()
+    assert kept[0] >= 40 and not list(spool_dir(db).glob("*.jsonl"))
+    billed_before = len(sim.bill())
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(sim.bill()) - billed_before == 200 - kept[0]
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT i.request, r.status, r.output FROM items i JOIN results r USING (item_id)"
+        ).fetchall()
+        ok = con.execute("SELECT count(*) FROM attempts WHERE outcome = 'ok'").fetchone()[0]
+    assert len(rows) == 200 and ok == 200
+    for request, status, output in rows:
+        assert (status, output) == ("succeeded", sim.expected_reply(orjson.loads(request)).content)
+    assert len(sim.bill()) - 200 <= 16  # re-billed: at most what was in flight at the stop
+
+
+class Interrupted(BaseException):
+    """Like Dagster's DagsterExecutionInterruptedError: not an Exception, not a cancel."""
+
+
+class InterruptedClient:
+    async def chat(self, body: bytes, request_id: str) -> None:
+        await asyncio.sleep(0.01)
+        raise Interrupted
+
+
+def test_an_interrupt_during_a_request_leaves_the_item_pending(tmp_path) -> None:
+    con = duckdb.connect()
+    migrate(con)
+    writer = SpoolWriter(tmp_path, "interrupted")
+    runner = Runner(
+        client=InterruptedClient(),  # type: ignore[arg-type]
+        limiter=RateLimiter(resolve_limits(5)),
+        catalogue=Catalogue.from_connection(con),
+        spool=writer,
+        run_id="interrupted",
+    )
+    item = WorkItem("d", "a", "d-00000", "kimi-k2.6", 64, 10, b"{}")
+    with pytest.raises(Interrupted):
+        asyncio.run(runner.run([item], 1))
+    writer.close()
+    (record,) = [
+        orjson.loads(line) for line in next(tmp_path.glob("*.jsonl")).read_bytes().splitlines()
+    ]
+    assert (record["outcome"], record["final"], record.get("status")) == ("cancelled", False, None)

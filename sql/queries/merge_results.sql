@@ -4,7 +4,7 @@ INSERT INTO results
 SELECT dataset, item_id, partition_key, status, output, reasoning, finish_reason, response_id,
        error_type, error_message, attempt_id, to_timestamp(finished_at)
 FROM read_json($segment, format = 'newline_delimited', columns = $columns)
-WHERE final
+WHERE final AND status IS NOT NULL  -- a final record always has one; never let one block merges
 QUALIFY row_number() OVER (
     PARTITION BY dataset, item_id ORDER BY status = 'succeeded' DESC, finished_at DESC) = 1
 ON CONFLICT (dataset, item_id) DO UPDATE SET
