@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench chromium
 
 setup: $(VENV)/.installed
 
@@ -20,5 +20,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/dagster definitions validate -f definitions.py
 
-test: lint
+# tests/test_ui.py drives Debian's Chromium through Playwright (never a browser download).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y --no-install-recommends chromium; }
+
+test: lint chromium
 	$(BIN)/pytest
