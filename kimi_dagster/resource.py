@@ -58,6 +58,11 @@ class KimiResource(ConfigurableResource):
         description="Caps per dataset in USD, counting earlier runs' spend: {dataset: usd}. "
         "A cap stored with `kimi-dagster budget` also holds; the stricter one wins.",
     )
+    progress_interval: float = Field(
+        default=10.0,
+        description="Seconds between a run's progress log lines and asset observations "
+        "(done/total, achieved RPM and TPM, cost, ETA).",
+    )
 
     def settings(self, pool_limit: int | None = None) -> Settings:
         """The run's settings; ``pool_limit`` is used when ``share`` is not set."""
@@ -74,6 +79,7 @@ class KimiResource(ConfigurableResource):
                 max_attempts=self.max_attempts,
                 budget_usd=self.budget_usd,
                 dataset_budgets_usd=self.dataset_budgets,
+                progress_interval=self.progress_interval,
             ),
             share=share,
         )
