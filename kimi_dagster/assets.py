@@ -264,9 +264,9 @@ def kimi_assets(
                 submit=config.submit,
                 retry_failed=not config.missing_only,
             )
-        except (ChunkBusy, batches.BatchModeError) as exc:
+        except batches.BatchModeError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        except ApiError as exc:
+        except ApiError as exc:  # ChunkBusy and transient errors: the retry policy's to retry
             if exc.kind is not ErrorKind.FATAL:
                 raise
             raise dg.Failure(description=f"Batch API: {exc}", allow_retries=False) from None

@@ -5,8 +5,9 @@ the answer, and reports it as an observation on the chunk partition. A batch tha
 a final state gets a run of the inference asset for its partition (``mode: batch, submit:
 false``): that run downloads the output and error files and loads them, idempotently, and its
 materialization carries the partition's outcomes, so loads are visible and retryable in the UI.
-A run key per batch means one load run per batch, however many ticks see it finished; a
-submission a crashed run left half done (no batch created) gets a run that finishes it.
+A run key per batch and attempt means one load run per batch, however many ticks see it
+finished, and a new one only after the last ended without loading it (say the chunk was busy);
+a submission a crashed run left half done (no batch created) gets a run that finishes it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kimi_dagster import batches
 from kimi_dagster.resource import KimiResource, KimiStore
 
 STALE_SUBMISSION = timedelta(minutes=10)  # a submission untouched this long lost its run
+SUBMISSION_TAG = "kimi/batch_submission"
 
 
 def batch_sensor(
@@ -69,13 +71,22 @@ def batch_sensor(
             stale = not record.batch_id and now - record.updated_at > STALE_SUBMISSION
             if not (record.terminal or stale):
                 continue
+            earlier = context.instance.get_runs(
+                dg.RunsFilter(tags={SUBMISSION_TAG: record.submission_id})
+            )
+            if not all(run.is_finished for run in earlier):
+                continue  # its load run is queued or running
             action = "load" if record.terminal else "resume"
             requests.append(
                 dg.RunRequest(
-                    run_key=f"batch-{action}:{record.submission_id}",
+                    run_key=f"batch-{action}:{record.submission_id}:{len(earlier)}",
                     partition_key=record.partition_key,
                     run_config={"ops": {node: {"config": {"mode": "batch", "submit": False}}}},
-                    tags={"kimi/batch_id": record.batch_id or "", "kimi/batch_action": action},
+                    tags={
+                        SUBMISSION_TAG: record.submission_id,
+                        "kimi/batch_id": record.batch_id or "",
+                        "kimi/batch_action": action,
+                    },
                 )
             )
         if not requests and not observations:

@@ -312,16 +312,19 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
     (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
 
-        def materialize(key: str, run_config: dict | None = None) -> dict:
+        def materialize(key: str, request: dg.RunRequest | None = None) -> dict:
             result = dg.materialize(
                 pipeline.assets,
                 selection=["kimi_results"],
                 partition_key=key,
                 instance=instance,
                 resources=resources,
-                run_config=run_config or {},
+                run_config=request.run_config if request else {},
+                tags=request.tags if request else None,
+                raise_on_error=False,
             )
-            assert result.success
+            if not result.success:
+                return {}
             meta = result.asset_materializations_for_node("kimi_results")[0].metadata
             return {k: v.value for k, v in meta.items()}
 
@@ -353,8 +356,18 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
         result = tick()
         assert sorted(r.partition_key for r in result.run_requests) == keys
         assert {e.metadata["batch_state"].value for e in result.asset_events} == {"completed"}
-        for request in result.run_requests:
-            meta = materialize(request.partition_key, request.run_config)
+        first = result.run_requests[0]
+
+        def broken(*args, **kwargs):
+            raise batches.BatchModeError("the load run fails")
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(batches, "sync_partitions", broken)
+            assert materialize(first.partition_key, first) == {}  # a failed load run
+        again = {r.partition_key: r.run_key for r in tick().run_requests}
+        assert again[first.partition_key] == first.run_key.removesuffix(":0") + ":1"
+        for request in tick().run_requests:
+            meta = materialize(request.partition_key, request)
             assert meta["batches_loaded"] == 1 and meta["pending"] == 0
             assert meta["succeeded"] == meta["items"] and meta["cost_usd"] > 0
         assert tick().skip_message == "no open batches"
