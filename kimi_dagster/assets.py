@@ -281,6 +281,7 @@ def kimi_assets(
             failed=int(outcome["failed"]),
             truncated=int(outcome["truncated"]),
             cost_usd=float(outcome["cost_usd"]),
+            budget_exhausted=report.budget_exhausted,
         )
         metadata = {
             "mode": "batch",

@@ -31,8 +31,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 
+from kimi_dagster.budgets import read_budgets, run_caps
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.claims import ChunkBusy, claim
 from kimi_dagster.client import ApiError, KimiClient, classify, parse_reply
@@ -81,6 +83,7 @@ class BatchRecord:
     error: str | None
     loaded: bool
     loaded_rows: int | None
+    worst_cost_usd: float  # reserved against budgets until loaded
     created_at: datetime
     updated_at: datetime
 
@@ -100,6 +103,7 @@ class SyncReport:
     loaded: list[BatchRecord]  # submissions whose output this pass loaded
     open: list[BatchRecord]  # submissions still waiting for the provider
     skipped: list[str]  # partitions not submitted because they still have an open batch
+    budget_exhausted: bool = False  # a budget left some pending items unsubmitted
 
     @property
     def loaded_rows(self) -> int:
@@ -201,19 +205,65 @@ def _batch_line(item_id: str, request: str, fixed_sampling: bool) -> bytes:
     return orjson.dumps(line) + b"\n"
 
 
+@dataclass
+class _Allowance:
+    """What one pass may still commit to batches: per capped dataset, its cap less its ledger
+    and its open batches' worst case; and the run's own cap (``RunOptions.budget_usd``)."""
+
+    datasets: dict[str, float]
+    run: float | None
+    exhausted: bool = False
+
+    def take(self, dataset: str, worst: float) -> bool:
+        left = [v for v in (self.datasets.get(dataset), self.run) if v is not None]
+        if any(worst > v for v in left):
+            self.exhausted = True
+            return False
+        if dataset in self.datasets:
+            self.datasets[dataset] -= worst
+        if self.run is not None:
+            self.run -= worst
+        return True
+
+
+def _allowance(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[str], settings: Settings
+) -> _Allowance:
+    caps = run_caps(read_budgets(con, partition_keys=keys), settings.options.dataset_budgets_usd)
+    reserved = dict(run_sql(con, "queries/batch_reserved").fetchall())
+    left = {d: cap[0] - cap[1] - reserved.get(d, 0.0) for d, cap in caps.items()}  # cap, spent
+    return _Allowance(left, settings.options.budget_usd)
+
+
 def _prepare(
-    db_path: Path, key: str, catalogue: Catalogue, retry_failed: bool, options: BatchOptions
+    db_path: Path,
+    key: str,
+    catalogue: Catalogue,
+    settings: Settings,
+    allowance: _Allowance,
+    retry_failed: bool,
+    options: BatchOptions,
 ) -> int:
     """Write the partition's pending items into input files (one model each, size-capped) and
-    record them as ``prepared``; returns how many submissions it made."""
+    record them as ``prepared``; returns how many submissions it made. Items past what the
+    budgets allow (worst case, at the Batch price) stay pending."""
     with connect(db_path, read_only=True) as con:
         rows = run_sql(
             con, "queries/pending_items", {"partition_key": key, "retry_failed": retry_failed}
         ).fetchall()
     by_model: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    worst_by_model: dict[str, float] = defaultdict(float)
     dataset = key.rsplit("-", 1)[0]
-    for _, item_id, _, model, _, _, request in rows:
+    for _, item_id, _, model, max_tokens, est, request in rows:
+        if not catalogue.model(model).batch_api:
+            by_model[model].append((item_id, request))
+            continue  # refused below, before anything is spent
+        price = catalogue.price(model, settings.currency)
+        worst = price.worst_case(est, max_tokens, batch=True)
+        if not allowance.take(dataset, worst):
+            break  # this item and the rest stay pending, in line order
         by_model[model].append((item_id, request))
+        worst_by_model[model] += worst
     refused = sorted(m for m in by_model if not catalogue.model(m).batch_api)
     if refused:
         served = ", ".join(sorted(n for n, m in catalogue.models.items() if m.batch_api))
@@ -223,17 +273,18 @@ def _prepare(
         )
     directory = batch_dir(db_path)
     directory.mkdir(parents=True, exist_ok=True)
-    parts: list[tuple[str, str, int, int]] = []  # submission_id, model, items, bytes
+    parts: list[tuple[str, str, int, int, float]] = []  # id, model, items, bytes, worst USD
     for model, items in by_model.items():
         fixed = catalogue.model(model).fixed_sampling
         lines = [_batch_line(item_id, request, fixed) for item_id, request in items]
         for group in _split(lines, options.max_file_bytes, key):
             submission_id = f"{key}-{uuid.uuid4().hex[:12]}"
             _write_durably(directory / f"{submission_id}.jsonl", group)
-            parts.append((submission_id, model, len(group), sum(map(len, group))))
+            share = worst_by_model[model] * len(group) / len(lines)  # split pro rata
+            parts.append((submission_id, model, len(group), sum(map(len, group)), share))
     with connect(db_path) as con:
         con.execute("BEGIN")
-        for submission_id, model, count, size in parts:
+        for submission_id, model, count, size, worst in parts:
             run_sql(
                 con,
                 "queries/batch_insert",
@@ -244,6 +295,7 @@ def _prepare(
                     "model": model,
                     "items": count,
                     "input_bytes": size,
+                    "worst_cost_usd": worst,
                 },
             )
         con.execute("COMMIT")
@@ -499,8 +551,10 @@ async def sync_partitions(
     retry_failed: bool = True,
     options: BatchOptions = BatchOptions(),
 ) -> SyncReport:
-    """One idempotent pass: finish interrupted submissions, poll, load finished batches, then
-    (``submit``) submit the pending items of every partition that has no open batch left.
+    """One idempotent pass: poll, load finished batches, then (``submit``) submit the pending
+    items of every partition that has no open batch left, as far as the budgets allow (the
+    dataset's cap less its ledger and its open batches' worst case, and the run's cap), and
+    finish interrupted submissions.
 
     Each partition is claimed (the lock real-time runs take), so two passes, or a pass and a
     real-time run, never work on one chunk at once.
@@ -514,40 +568,40 @@ async def sync_partitions(
         await poll(db_path, settings, partition_keys=partition_keys)
         async with _client(settings) as client:
             for key in partition_keys:
-                await _sync_one(client, db_path, key, catalogue, settings, report, submit,
-                                retry_failed, options)  # fmt: skip
+                await _load_finished(client, db_path, key, catalogue, settings, report)
+            with connect(db_path, read_only=True) as con:
+                allowance = _allowance(con, partition_keys, settings)
+            for key in partition_keys:
+                rows = list_batches(db_path, partition_keys=[key], open_only=True)
+                if rows and submit:
+                    report.skipped.append(key)
+                elif submit:
+                    _prepare(db_path, key, catalogue, settings, allowance, retry_failed, options)
+                for record in list_batches(db_path, partition_keys=[key], open_only=True):
+                    if record.state in ("prepared", "uploaded") and (
+                        batch_id := await _advance(client, db_path, record, options)
+                    ):
+                        report.submitted.append(batch_id)
     report.open = list_batches(db_path, partition_keys=partition_keys, open_only=True)
+    report.budget_exhausted = allowance.exhausted
     return report
 
 
-async def _sync_one(
+async def _load_finished(
     client: KimiClient,
     db_path: Path,
     key: str,
     catalogue: Catalogue,
     settings: Settings,
     report: SyncReport,
-    submit: bool,
-    retry_failed: bool,
-    options: BatchOptions,
 ) -> None:
-    rows = list_batches(db_path, partition_keys=[key], open_only=True)
-    for record in rows:
-        if record.terminal:
-            if record.batch_id is None:  # never created (input lost, or cancelled before)
-                _mark_empty(db_path, record)
-            elif await _load(client, db_path, record, catalogue, settings.currency) is not None:
-                report.loaded.append(_reload(db_path, record))
-    if any(not r.terminal for r in rows):
-        if submit:
-            report.skipped.append(key)
-    elif submit:
-        _prepare(db_path, key, catalogue, retry_failed, options)
     for record in list_batches(db_path, partition_keys=[key], open_only=True):
-        if record.state in ("prepared", "uploaded") and (
-            batch_id := await _advance(client, db_path, record, options)
-        ):
-            report.submitted.append(batch_id)
+        if not record.terminal:
+            continue
+        if record.batch_id is None:  # never created (input lost, or cancelled before)
+            _mark_empty(db_path, record)
+        elif await _load(client, db_path, record, catalogue, settings.currency) is not None:
+            report.loaded.append(_reload(db_path, record))
 
 
 def _reload(db_path: Path, record: BatchRecord) -> BatchRecord:
@@ -589,6 +643,7 @@ async def run_batch_mode(
             loaded=total.loaded + report.loaded,
             open=report.open,
             skipped=total.skipped,
+            budget_exhausted=total.budget_exhausted,
         )
     return total
 

@@ -292,6 +292,13 @@ def _run_batches(args: argparse.Namespace, dataset: str, keys: list[str]) -> int
             "`kimi-dagster batches` shows their state",
             file=sys.stderr,
         )
+    if report.budget_exhausted:
+        print(
+            "budget reached: items whose worst-case Batch cost did not fit stay pending; "
+            "raise --budget or `kimi-dagster budget`, then run again",
+            file=sys.stderr,
+        )
+        return EXIT_BUDGET
     return 0
 
 

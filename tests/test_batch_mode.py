@@ -422,3 +422,22 @@ def test_crash_after_upload_before_recording_it_reuses_the_uploaded_file(
     ).json()["data"]
     assert len([f for f in files if f["purpose"] == "batch"]) == 1
     assert len(provider_batches(fast_sim)) == 1 and ledger(db)[1:] == (6, 6)
+
+
+def test_budgets_cap_what_is_submitted_by_its_worst_case(fast_sim, db, write_jsonl) -> None:
+    from kimi_dagster.budgets import set_budget
+
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(20, max_tokens=256)), chunk_size=10)
+    set_budget(db, "t", 0.004)  # room for the worst case of about eight items
+    done = _finish(db, report.partitions, fast_sim)
+    rows = batches.list_batches(db)
+    submitted = sum(r.items for r in rows)
+    assert done.budget_exhausted and 0 < submitted < 20
+    assert float(sum(r.worst_cost_usd for r in rows)) <= 0.004
+    assert list(statuses(db).values()).count("succeeded") == submitted
+    assert ledger(db)[0] == billed(fast_sim) <= Decimal("0.004")
+
+    set_budget(db, "t", 1.0)
+    assert not _finish(db, report.partitions, fast_sim).budget_exhausted
+    assert set(statuses(db).values()) == {"succeeded"}
+    assert ledger(db)[0] == billed(fast_sim)
