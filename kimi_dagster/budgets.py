@@ -24,6 +24,7 @@ class DatasetBudget:
     budget_usd: float | None  # None: no cap stored
     spent_usd: float  # every attempt of the dataset in the ledger
     left_usd: float | None
+    others_usd: float  # spent by runs other than the one asking
 
 
 def read_budgets(
@@ -31,26 +32,38 @@ def read_budgets(
     *,
     partition_keys: Sequence[str] = (),
     dataset: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, DatasetBudget]:
     """Cap and spend of the datasets of ``partition_keys`` (and of ``dataset``)."""
     rows = run_sql(
         con,
         "queries/dataset_budgets",
-        {"partition_keys": list(partition_keys), "dataset": dataset},
+        {"partition_keys": list(partition_keys), "dataset": dataset, "run_id": run_id},
     ).fetchall()
     return {row[0]: DatasetBudget(*row) for row in rows}
 
 
 def run_caps(
     stored: Mapping[str, DatasetBudget], configured: Mapping[str, float]
-) -> dict[str, tuple[float, float]]:
-    """Per dataset with a cap: (the stricter cap, spent so far) for the runner to reserve in."""
-    caps: dict[str, tuple[float, float]] = {}
+) -> dict[str, tuple[float, float, float]]:
+    """Per dataset with a cap: (the stricter cap, spent so far, spent by other runs) for the
+    runner to reserve in."""
+    caps: dict[str, tuple[float, float, float]] = {}
     for name, budget in stored.items():
         limits = [b for b in (budget.budget_usd, configured.get(name)) if b is not None]
         if limits:
-            caps[name] = (min(limits), budget.spent_usd)
+            caps[name] = (min(limits), budget.spent_usd, budget.others_usd)
     return caps
+
+
+def others_spend(
+    db_path: str | os.PathLike[str], partition_keys: Sequence[str], run_id: str
+) -> dict[str, float]:
+    """What runs other than ``run_id`` have spent on the datasets of ``partition_keys`` so far
+    (as merged into the file): a running run re-reads it to see concurrent runs' spend."""
+    with connect(db_path, read_only=True, timeout=2.0) as con:
+        stored = read_budgets(con, partition_keys=partition_keys, run_id=run_id)
+    return {name: budget.others_usd for name, budget in stored.items()}
 
 
 def set_budget(db_path: str | os.PathLike[str], dataset: str, budget_usd: float | None) -> None:

@@ -392,9 +392,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_budget(args: argparse.Namespace) -> int:
     if args.clear or args.usd is not None:
         set_budget(_db(args), args.dataset, None if args.clear else args.usd)
-    rows = named(
-        _db(args), "queries/dataset_budgets", {"partition_keys": [], "dataset": args.dataset}
-    )
+    params = {"partition_keys": [], "dataset": args.dataset, "run_id": None}
+    rows = named(_db(args), "queries/dataset_budgets", params)
     if args.json:
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
     else:

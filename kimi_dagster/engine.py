@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kimi_dagster.budgets import read_budgets, run_caps
+from kimi_dagster.budgets import others_spend, read_budgets, run_caps
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.claims import claim
 from kimi_dagster.client import DEFAULT_BASE_URL, KimiClient
@@ -110,7 +110,7 @@ async def process_partitions(
         with connect(db_path, read_only=False) as con:
             catalogue = Catalogue.from_connection(con)
             caps = run_caps(
-                read_budgets(con, partition_keys=partition_keys),
+                read_budgets(con, partition_keys=partition_keys, run_id=run_id),
                 settings.options.dataset_budgets_usd,
             )
             earlier = run_sql(con, "queries/run_attempts", {"run_id": run_id}).fetchone()[0]
@@ -137,6 +137,7 @@ async def process_partitions(
                     on_progress=on_progress,
                     currency=settings.currency,
                     dataset_budgets=caps,
+                    others_spend=lambda: others_spend(db_path, partition_keys, run_id),
                     attempt_prefix=prefix,
                 )
                 return await runner.run(

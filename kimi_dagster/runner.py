@@ -74,9 +74,15 @@ class _Budget:
     limit: float | None
     spent: float = 0.0  # for a dataset: earlier runs' spend included
     reserved: float = 0.0  # worst cases of the calls in flight
+    others: float = 0.0  # for a dataset: other runs' spend, as last read from DuckDB
 
     def fits(self, worst: float) -> bool:
         return self.limit is None or self.spent + self.reserved + worst <= self.limit
+
+    def observe_others(self, others: float) -> None:
+        """Count what concurrent runs of the dataset spent since the last look."""
+        self.spent += max(0.0, others - self.others)
+        self.others = max(self.others, others)
 
     def settle(self, worst: float, actual: float) -> None:
         self.reserved -= worst
@@ -95,7 +101,10 @@ class Runner:
     on_progress: Callable[[RunStats], None] | None = None
     currency: str = "USD"
     mode: str = "realtime"
-    dataset_budgets: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # cap, spent
+    # per dataset: (cap, spent so far, spent by other runs); others_spend re-reads the last
+    # after each merge, so concurrent runs of one dataset see each other's spend
+    dataset_budgets: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    others_spend: Callable[[], Mapping[str, float]] | None = None
     attempt_prefix: str | None = None  # attempt ids are <prefix>:<item>:<n>; default: run_id
 
     def __post_init__(self) -> None:
@@ -103,7 +112,8 @@ class Runner:
         self._correction = EstimateCorrection()
         self._budget = _Budget(self.options.budget_usd)
         self._dataset_budgets = {
-            name: _Budget(cap, spent) for name, (cap, spent) in self.dataset_budgets.items()
+            name: _Budget(cap, spent, others=others)
+            for name, (cap, spent, others) in self.dataset_budgets.items()
         }
         self._retries: list[tuple[float, int, WorkItem]] = []
         self._seq = itertools.count()
@@ -343,3 +353,9 @@ class Runner:
                 await asyncio.to_thread(self.merge)
             except DatabaseBusy:
                 self.stats.unmerged = True  # safe in the spool; the next merge takes it
+        if self.others_spend is not None and self._dataset_budgets:
+            with contextlib.suppress(DatabaseBusy):  # look again after the next merge
+                seen = await asyncio.to_thread(self.others_spend)
+                for name, others in seen.items():
+                    if (budget := self._dataset_budgets.get(name)) is not None:
+                        budget.observe_others(others)

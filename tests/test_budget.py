@@ -4,13 +4,18 @@ cleanly (exit code 3), the rest stays pending, the overshoot is bounded by the c
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import duckdb
 import orjson
 import pytest
-from conftest import item_lines
+from conftest import SIM_KEY, item_lines
 from test_cli import cli
+
+from kimi_dagster.budgets import set_budget
+from kimi_dagster.ingest import ingest_file
 
 CONCURRENCY = 20
 
@@ -102,3 +107,50 @@ def test_dataset_budget_counts_earlier_runs_and_resumes(sim, tmp_path, write_jso
     final = states(db)
     assert final["succeeded"] == 300 and len(sim.bill()) == 300
     assert final["ledger"] == pytest.approx(sum(b["cost_usd"] for b in sim.bill()), abs=1e-6)
+
+
+# One partition run in its own process, as a Dagster run does it (the engine on one chunk).
+RUN_PARTITION = """
+import asyncio, os, sys
+from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.limits import resolve_limits
+from kimi_dagster.runner import RunOptions
+
+db, key = sys.argv[1], sys.argv[2]
+settings = Settings(
+    api_key=os.environ["MOONSHOT_API_KEY"], limits=resolve_limits(5, concurrency=10, rpm=1200),
+    base_url=os.environ["MOONSHOT_BASE_URL"], timeout=10,
+    options=RunOptions(merge_interval=0.5, sync_interval=0.1),
+)
+stats = asyncio.run(process_partitions(db, [key], settings, run_id=f"run-{key}"))
+print(stats.succeeded, stats.budget_exhausted)
+"""
+
+
+def test_concurrent_runs_of_one_dataset_see_each_others_spend(sim, tmp_path, write_jsonl):
+    """Two runs of one dataset at once (a backfill): each re-reads the other's merged spend
+    after every merge, so together they stop near the dataset's cap instead of each spending
+    it (which would bill about twice the cap)."""
+    db = tmp_path / "k.duckdb"
+    report = ingest_file(db, write_jsonl("tickets.jsonl", item_lines(400)), chunk_size=200)
+    set_budget(db, "tickets", 0.06)
+    env = dict(os.environ, MOONSHOT_BASE_URL=sim.base_url, MOONSHOT_API_KEY=SIM_KEY)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN_PARTITION, str(db), key],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for key in report.partitions
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert [out.split()[1] for out, _ in outputs] == ["True", "True"]
+    billed = sum(line["cost_usd"] for line in sim.bill())
+    answered = [int(out.split()[0]) for out, _ in outputs]
+    print(f"two runs, dataset cap 0.06: billed {billed:.6f}, answers {answered}", file=sys.stderr)
+    assert min(answered) > 0  # both ran
+    assert billed <= 0.06 * 1.5  # each alone would have spent up to the whole cap
+    assert states(db).get("failed", 0) == 0
