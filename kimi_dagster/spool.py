@@ -107,6 +107,10 @@ class SpoolWriter:
             (self._directory / f"{self._token}-{self._seq:06d}.jsonl").unlink(missing_ok=True)
 
 
+class SpoolError(RuntimeError):
+    """A segment that cannot be merged (damaged on disk); it is left in place, untouched."""
+
+
 def merge_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> int:
     """Load every unlocked segment into ``attempts``/``results``; returns records merged."""
     if not directory.is_dir():
@@ -127,7 +131,15 @@ def merge_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> int:
             _drop_torn_tail(fd)
             if os.fstat(fd).st_size:
                 con.execute("BEGIN")
-                merged += merge_segment(con, segment)
+                try:
+                    merged += merge_segment(con, segment)
+                except duckdb.Error as exc:
+                    con.execute("ROLLBACK")
+                    raise SpoolError(
+                        f"spool segment {segment} cannot be merged into the database ({exc}); "
+                        "nothing of it was merged and no run can resume until it is: repair "
+                        "the bad line, or move the file away (its items are then sent again)"
+                    ) from exc
                 con.execute("COMMIT")
             segment.unlink()
         finally:

@@ -10,7 +10,7 @@ import duckdb
 import orjson
 import pytest
 
-from kimi_dagster.spool import SpoolWriter, merge_spool, spool_dir
+from kimi_dagster.spool import SpoolError, SpoolWriter, merge_spool, spool_dir
 from kimi_dagster.store import DatabaseBusy, connect, ensure_schema
 
 
@@ -114,6 +114,21 @@ def test_torn_last_line_of_a_dead_writer_is_dropped(db) -> None:
     with connect(db) as con:
         assert merge_spool(con, directory) == 1
     assert table(db, "SELECT item_id FROM results") == [("a",)]
+
+
+def test_a_damaged_segment_stops_merges_with_its_name_and_changes_nothing(db) -> None:
+    ensure_schema(db)
+    directory = spool_dir(db)
+    directory.mkdir()
+    segment = directory / "damaged-000001.jsonl"
+    lines = [orjson.dumps(record(i, 1, ok=True)) for i in ("a", "b")]
+    segment.write_bytes(lines[0] + b"\n\x00\x00garbage\n" + lines[1] + b"\n")
+    with connect(db) as con, pytest.raises(SpoolError, match=r"damaged-000001\.jsonl"):
+        merge_spool(con, directory)
+    assert table(db, "SELECT count(*) FROM attempts") == [(0,)] and segment.exists()
+    segment.write_bytes(lines[0] + b"\n" + lines[1] + b"\n")  # repaired
+    with connect(db) as con:
+        assert merge_spool(con, directory) == 2
 
 
 def test_connect_waits_for_another_process_lock(db) -> None:
