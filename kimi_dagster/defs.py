@@ -20,9 +20,6 @@ def build_definitions(prefix: str = "kimi", **asset_options: object) -> dg.Defin
         assets=pipeline.assets,
         jobs=[pipeline.inference_job],
         sensors=pipeline.sensors,
-        # A run is one step (a chunk range) that does its own concurrency: running it in the
-        # run worker saves a second Python process per run, seconds of start-up each.
-        executor=dg.in_process_executor,
         resources={
             "kimi": KimiResource(
                 api_key=dg.EnvVar("MOONSHOT_API_KEY"),
