@@ -393,7 +393,10 @@ def cmd_budget(args: argparse.Namespace) -> int:
     if args.clear or args.usd is not None:
         set_budget(_db(args), args.dataset, None if args.clear else args.usd)
     params = {"partition_keys": [], "dataset": args.dataset, "run_id": None}
-    rows = named(_db(args), "queries/dataset_budgets", params)
+    rows = [
+        {k: v for k, v in row.items() if k != "others_usd"}  # a running run's view only
+        for row in named(_db(args), "queries/dataset_budgets", params)
+    ]
     if args.json:
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
     else:

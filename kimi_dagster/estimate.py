@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from kimi_dagster.budgets import read_budgets
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, DEFAULTS, ingest_file
 from kimi_dagster.inputs import ItemDefaults
@@ -90,6 +91,7 @@ class Estimate:
     fits_batch: bool | None
     recommended_mode: str | None  # realtime | batch | None (no deadline given, or none fits)
     batch_completion_window: str | None
+    budget_left_usd: float | None  # what the dataset's stored cap still allows, if it has one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,13 +126,19 @@ class Estimate:
             f"   (worst case {self.cost_worst_case:,.4f} {cur})",
             f"  cost Batch API {self.cost_batch:,.4f} {cur}"
             + ("" if self.batch_eligible else "   (a model here is not served by the Batch API)"),
-            f"  time real-time {_human(self.realtime_seconds)} at {self.tier_limits}, "
+            f"  time real-time {_human(self.realtime_seconds)} at {_limits(self.tier_limits)}, "
             f"bound by {self.binding_limit} (latency {self.latency_s:g} s, {self.latency_basis})",
             "  time Batch API within the completion window, 12h to 7d",
         ]
         if self.deadline_s is not None:
             verdict = self.recommended_mode or "neither mode fits"
             lines.append(f"  deadline {_human(self.deadline_s)}: {verdict}")
+        if self.budget_left_usd is not None:
+            enough = self.budget_left_usd >= self.cost_worst_case
+            lines.append(
+                f"  dataset budget left {self.budget_left_usd:,.4f} USD: "
+                + ("covers the worst case" if enough else "a run may stop at the cap (exit 3)")
+            )
         return "\n".join(lines)
 
 
@@ -257,6 +265,7 @@ def _estimate(con: duckdb.DuckDBPyConnection, dataset: str, plan: Plan, history:
         fits_batch=fits_batch,
         recommended_mode=mode,
         batch_completion_window=window,
+        budget_left_usd=read_budgets(con, dataset=dataset)[dataset].left_usd,
     )
 
 
@@ -272,6 +281,10 @@ def _seconds_by_limit(
     if limits.tpd is not None:  # whole days of waiting once a day's tokens are spent
         seconds["tpd"] = max(0, math.ceil(gateway_tokens / limits.tpd) - 1) * 86400.0
     return seconds
+
+
+def _limits(limits: dict[str, int | None]) -> str:
+    return ", ".join(f"{name} {value:,}" for name, value in limits.items() if value is not None)
 
 
 def _human(seconds: float) -> str:

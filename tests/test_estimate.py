@@ -15,6 +15,7 @@ import orjson
 import pytest
 from conftest import SIM_KEY
 
+from kimi_dagster.budgets import set_budget
 from kimi_dagster.cli import main
 from kimi_dagster.engine import Settings, process_partitions
 from kimi_dagster.estimate import Plan, estimate_file, parse_duration
@@ -125,6 +126,10 @@ def test_time_at_the_tier_and_which_mode_fits_a_deadline(db, write_jsonl) -> Non
     assert result.binding_limit == "concurrency"
     assert result.realtime_seconds == pytest.approx(400 * 3.0 / 10)
     assert result.recommended_mode == "realtime"  # under 12 h only real time can make it
+
+    assert result.budget_left_usd is None
+    set_budget(db, "big", 0.01)
+    assert estimate_file(source, fast, db_path=db).budget_left_usd == 0.01
 
     tpm = Plan(limits=resolve_limits(None, concurrency=1000, rpm=10_000, tpm=20_000))
     result = estimate_file(source, tpm, db_path=db)
