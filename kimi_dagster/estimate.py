@@ -18,7 +18,7 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class Estimate:
     recommended_mode: str | None  # realtime | batch | None (no deadline given, or none fits)
     batch_completion_window: str | None
     budget_left_usd: float | None  # what the dataset's stored cap still allows, if it has one
+    rejected_lines: int = 0  # lines of the file that would be rejected (not estimated)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +119,8 @@ class Estimate:
         """The estimate for a person, with its assumptions."""
         cur = self.currency
         lines = [
-            f"{self.dataset}: {self.pending:,} of {self.items:,} item(s) to send",
+            f"{self.dataset}: {self.pending:,} of {self.items:,} item(s) to send"
+            + (f" ({self.rejected_lines:,} line(s) rejected)" if self.rejected_lines else ""),
             f"  input tokens   {self.input_tokens:,} (cached {self.cached_tokens:,})",
             f"  output tokens  {self.output_tokens:,} expected ({self.output_basis}); "
             f"at most {self.max_output_tokens:,}",
@@ -177,12 +179,14 @@ def estimate_file(
         )
         if not Path(db_path).exists():
             with connect(scratch, read_only=True) as con:
-                return estimate_dataset(con, report.dataset, plan, history=history)
-        refresh(db_path)
-        with connect(db_path, read_only=True) as con:
-            con.execute(f"ATTACH '{_quote(scratch)}' AS scratch (READ_ONLY)")
-            run_sql(con, "queries/estimate_scope_file", {"dataset": report.dataset})
-            return _estimate(con, report.dataset, plan, history or report.dataset)
+                result = estimate_dataset(con, report.dataset, plan, history=history)
+        else:
+            refresh(db_path)
+            with connect(db_path, read_only=True) as con:
+                con.execute(f"ATTACH '{_quote(scratch)}' AS scratch (READ_ONLY)")
+                run_sql(con, "queries/estimate_scope_file", {"dataset": report.dataset})
+                result = _estimate(con, report.dataset, plan, history or report.dataset)
+    return replace(result, rejected_lines=report.rejected)
 
 
 def _quote(path: Path) -> str:

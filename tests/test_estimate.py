@@ -140,6 +140,13 @@ def test_time_at_the_tier_and_which_mode_fits_a_deadline(db, write_jsonl) -> Non
     assert result.gateway_tokens == result.input_tokens + 400 * 256
 
 
+def test_bad_lines_are_counted_not_estimated(db, write_jsonl) -> None:
+    source = write_jsonl("x.jsonl", [*lines(3), b"not json", {"id": "t0001", "message": "dup"}])
+    result = estimate_file(source, Plan(limits=resolve_limits(3)), db_path=db)
+    assert (result.items, result.rejected_lines) == (3, 2)
+    assert "(2 line(s) rejected)" in result.describe()
+
+
 def test_bad_deadline_is_a_clear_error(db, write_jsonl, capsys) -> None:
     source = write_jsonl("x.jsonl", lines(2))
     assert main(["estimate", "-i", str(source), "--db", str(db), "--deadline", "soon"]) == 2
