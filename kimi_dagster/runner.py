@@ -123,6 +123,7 @@ class Runner:
         self._crash: BaseException | None = None  # a bug in this module: stop, do not hide it
         self._source: Iterator[WorkItem] = iter(())
         self._source_done = False
+        self._merging: asyncio.Task[None] | None = None
 
     async def run(self, items: Iterable[WorkItem], total: int) -> RunStats:
         """Process ``items`` (``total`` of them) to a final state, or until stopped."""
@@ -134,6 +135,8 @@ class Runner:
             await self._drain()
         finally:
             housekeeping.cancel()
+            if self._merging is not None:
+                await asyncio.wait([self._merging])
             self.stats.finish()
             self.stats.budgets = self._budget_usage()
             await self._flush(final=True)
@@ -334,12 +337,20 @@ class Runner:
             await asyncio.sleep(self.options.sync_interval)
             await asyncio.to_thread(self.spool.sync)
             now = time.monotonic()
-            if now - last_merge >= self.options.merge_interval:
+            if now - last_merge >= self.options.merge_interval and self._merging is None:
                 last_merge = now
-                await self._flush(final=False)
+                # a task of its own: while a merge waits for the file, fsyncs must go on
+                self._merging = asyncio.create_task(self._flush(final=False))
+                self._merging.add_done_callback(self._merge_done)
             if self.on_progress and now - last_progress >= self.options.progress_interval:
                 last_progress = now
                 self.on_progress(self.stats)
+
+    def _merge_done(self, task: asyncio.Task[None]) -> None:
+        self._merging = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._crash = exc  # stop the run loudly rather than stop merging quietly
+            self._wake.set()
 
     async def _flush(self, *, final: bool) -> None:
         """Seal the open segment and merge; the final merge is the caller's (it may wait)."""

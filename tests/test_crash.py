@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,9 +27,10 @@ import pytest
 from conftest import SIM_KEY, item_lines
 
 from kimi_dagster.catalogue import Catalogue
+from kimi_dagster.client import Reply
 from kimi_dagster.ingest import ingest_file
 from kimi_dagster.limits import RateLimiter, resolve_limits
-from kimi_dagster.runner import Runner, WorkItem
+from kimi_dagster.runner import Runner, RunOptions, WorkItem
 from kimi_dagster.simulator import start_simulator
 from kimi_dagster.spool import SpoolWriter, spool_dir
 from kimi_dagster.store import migrate
@@ -251,3 +253,56 @@ def test_an_interrupt_during_a_request_leaves_the_item_pending(tmp_path) -> None
         orjson.loads(line) for line in next(tmp_path.glob("*.jsonl")).read_bytes().splitlines()
     ]
     assert (record["outcome"], record["final"], record.get("status")) == ("cancelled", False, None)
+
+
+class QuickClient:
+    def __init__(self, replies: int) -> None:
+        self.left = replies
+        self.all_sent = threading.Event()
+
+    async def chat(self, body: bytes, request_id: str) -> Reply:
+        await asyncio.sleep(0.01)
+        self.left -= 1
+        if not self.left:
+            self.all_sent.set()
+        return Reply("ok", None, "stop", request_id, 10, 2, 0)
+
+
+def test_fsyncs_go_on_while_a_merge_waits_for_the_database(tmp_path) -> None:
+    """A merge can wait seconds for another process to release the file; replies that arrive
+    meanwhile must still reach the disk every sync_interval, not after the wait."""
+    con = duckdb.connect()
+    migrate(con)
+    client = QuickClient(60)
+    syncs_during_merge = threading.Semaphore(0)
+    merging = threading.Event()
+
+    class Writer(SpoolWriter):
+        def sync(self) -> None:
+            super().sync()
+            if merging.is_set():
+                syncs_during_merge.release()
+
+    waits: list[bool | None] = []  # per merge: three fsyncs meanwhile? (None: the run ended)
+
+    def slow_merge() -> None:  # holds on like a merge waiting for the file
+        merging.set()
+        seen, deadline = 0, time.monotonic() + 5
+        while seen < 3 and not client.all_sent.is_set() and time.monotonic() < deadline:
+            seen += syncs_during_merge.acquire(timeout=0.01)
+        waits.append(True if seen == 3 else None if client.all_sent.is_set() else False)
+        merging.clear()
+
+    runner = Runner(
+        client=client,  # type: ignore[arg-type]
+        limiter=RateLimiter(resolve_limits(5, concurrency=2)),
+        catalogue=Catalogue.from_connection(con),
+        spool=Writer(tmp_path, "slow-merge"),
+        run_id="slow-merge",
+        options=RunOptions(sync_interval=0.02, merge_interval=0.05),
+        merge=slow_merge,
+    )
+    items = [WorkItem("d", f"i{n}", "d-00000", "kimi-k2.6", 8, 10, b"{}") for n in range(60)]
+    stats = asyncio.run(runner.run(items, len(items)))
+    assert stats.succeeded == 60
+    assert False not in waits and waits.count(True) >= 2, waits
