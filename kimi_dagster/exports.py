@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from kimi_dagster.spool import merge_spool, spool_dir
-from kimi_dagster.store import connect, run_sql
+from kimi_dagster.store import connect, run_sql, sql_string
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
@@ -50,19 +50,15 @@ def export_results(
         run_sql(con, "queries/export_items_table", params)
         tmp = out.with_name(out.name + ".part")
         if fmt == "parquet":
-            con.execute(f"COPY export_items TO '{_quote(tmp)}' (FORMAT parquet)")
+            con.execute(f"COPY export_items TO '{sql_string(tmp)}' (FORMAT parquet)")
         else:
-            con.execute(f"COPY export_items TO '{_quote(tmp)}' (FORMAT json)")
+            con.execute(f"COPY export_items TO '{sql_string(tmp)}' (FORMAT json)")
         con.execute("DROP TABLE export_items")
     if fmt == "json":
         _wrap_json(tmp, out, summary)
     else:
         tmp.replace(out)
     return summary
-
-
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _wrap_json(lines: Path, out: Path, summary: dict[str, Any]) -> None:

@@ -42,6 +42,11 @@ def run_sql(
     return con.execute(text, used)
 
 
+def sql_string(path: str | os.PathLike[str]) -> str:
+    """A path as the inside of a SQL string literal (COPY and ATTACH take no parameters)."""
+    return str(path).replace("'", "''")
+
+
 def run_steps(
     con: duckdb.DuckDBPyConnection, folder: str, params: dict[str, object] | None = None
 ) -> None:
