@@ -5,8 +5,9 @@ Each step is recorded in DuckDB's ``batches`` table before the next begins, so a
 point resumes without a second batch and without loading an output twice:
 
 1. prepare: the input JSONL (one model, at most ``max_file_bytes``) is written and fsync'd to
-   ``<db>.batches/<submission_id>.jsonl``, then a ``prepared`` row is inserted. A partition with
-   any row whose output is not loaded yet never gets a new submission.
+   ``<db>.batches/<submission_id>.jsonl``, then a ``prepared`` row is inserted with its worst
+   case cost, reserved against the budgets until loaded. A partition with any row whose output
+   is not loaded yet never gets a new submission.
 2. upload: the Files API (``purpose=batch``); the file id is recorded (``uploaded``). A row
    still ``prepared`` after a crash first looks for its file by name, so no upload is repeated.
 3. create: with ``metadata.kimi_dagster_submission``. An ``uploaded`` row first searches the
@@ -44,10 +45,9 @@ from kimi_dagster.store import connect, ensure_schema, run_sql
 
 MODES = ("realtime", "batch")
 CHAT_URL = "/v1/chat/completions"
-MAX_FILE_BYTES = 100 * 1024 * 1024  # the Files API's limit per file
+MAX_FILE_BYTES = 100_000_000  # the Files API's 100 MB per file, read as decimal to be safe
 SAMPLING = ("temperature", "top_p", "n", "presence_penalty", "frequency_penalty")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-PROVIDER_OPEN = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 METADATA_KEY = "kimi_dagster_submission"
 
 
