@@ -185,3 +185,26 @@ def test_keys_appear_nowhere_after_runs_with_good_and_rejected_keys(
     assert any(f.endswith(".err") and "compute_logs" in f for f in found), found
     assert any(f.startswith("kimi.duckdb") for f in found), found
     assert "secrets.jsonl:2: duplicate id" in texts["cli stderr"]
+
+
+def test_the_code_location_the_ui_shows_holds_no_key(monkeypatch) -> None:
+    """What the webserver receives from the code location (resources page, run config
+    defaults): the shipped definitions name the variable, never its value. A key written into
+    the code as a literal would show, which is why the search finds the sentinel then."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._serdes import serialize_value
+
+    from kimi_dagster.defs import build_definitions
+
+    monkeypatch.setenv("MOONSHOT_API_KEY", KEY)
+
+    def snapshot(defs: dg.Definitions) -> str:
+        return serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+
+    shipped = snapshot(build_definitions())
+    assert not in_text(shipped) and "MOONSHOT_API_KEY" in shipped
+    literal = dg.Definitions(
+        assets=kimi_assets("kimi").assets,
+        resources={"kimi": KimiResource(api_key=SENTINEL), "store": KimiStore()},
+    )
+    assert in_text(snapshot(literal)) == {"sentinel"}
