@@ -441,3 +441,49 @@ def test_budgets_cap_what_is_submitted_by_its_worst_case(fast_sim, db, write_jso
     assert not _finish(db, report.partitions, fast_sim).budget_exhausted
     assert set(statuses(db).values()) == {"succeeded"}
     assert ledger(db)[0] == billed(fast_sim)
+
+
+def test_sensor_resumes_a_submission_its_run_left_half_done(
+    fast_sim, db, tmp_path, write_jsonl, monkeypatch
+) -> None:
+    import dagster as dg
+
+    from kimi_dagster.assets import kimi_assets
+    from kimi_dagster.resource import KimiResource, KimiStore
+
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(4)), chunk_size=10)
+    monkeypatch.setattr(batches, "_advance", _dies)
+    with pytest.raises(KeyboardInterrupt):  # the run died after recording, before uploading
+        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    pipeline = kimi_assets("kimi")
+    (sensor,) = [s for s in pipeline.sensors if s.name == "kimi_batch_sensor"]
+    resources = {
+        "kimi": KimiResource(api_key=dg.EnvVar("MOONSHOT_API_KEY"), base_url=fast_sim.base_url),
+        "store": KimiStore(path=str(db)),
+    }
+    definitions = dg.Definitions(
+        assets=pipeline.assets, jobs=[pipeline.inference_job], sensors=[sensor], resources=resources
+    )
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        instance.add_dynamic_partitions("kimi_chunks", report.partitions)
+
+        def tick():
+            with dg.build_sensor_context(
+                instance=instance,
+                instance_ref=instance.get_ref(),
+                resources=resources,
+                definitions=definitions,
+            ) as context:
+                return sensor.evaluate_tick(context)
+
+        assert tick().skip_message  # a live run may still be submitting it
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE batches SET updated_at = updated_at - INTERVAL 1 HOUR")
+        (request,) = tick().run_requests
+    assert request.partition_key == "t-00000" and request.tags["kimi/batch_action"] == "resume"
+    assert request.run_config["ops"]["kimi_results"]["config"] == {"mode": "batch", "submit": False}
+
+
+def _dies(*args, **kwargs):
+    raise KeyboardInterrupt
