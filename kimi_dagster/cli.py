@@ -16,6 +16,7 @@ import orjson
 
 from kimi_dagster import batches
 from kimi_dagster.budgets import set_budget
+from kimi_dagster.claims import ChunkBusy
 from kimi_dagster.client import DEFAULT_BASE_URL, ApiError
 from kimi_dagster.engine import Settings, platform_currency, process_partitions
 from kimi_dagster.estimate import (
@@ -31,8 +32,9 @@ from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
 from kimi_dagster.limits import resolve_limits
 from kimi_dagster.reports import named, query
 from kimi_dagster.runner import RunAborted, RunOptions
+from kimi_dagster.spool import SpoolError
 from kimi_dagster.stats import RunStats
-from kimi_dagster.store import default_db_path
+from kimi_dagster.store import DatabaseBusy, default_db_path
 
 EXIT_ABORTED = 2
 EXIT_BUDGET = 3
@@ -577,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, FileNotFoundError, ValueError) as exc:
+    except (CliError, FileNotFoundError, ValueError, ChunkBusy, DatabaseBusy, SpoolError) as exc:
         print(f"kimi-dagster: error: {exc}", file=sys.stderr)
         return EXIT_ABORTED if isinstance(exc, CliError) else 1
     except KeyboardInterrupt:

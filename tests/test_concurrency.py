@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import duckdb
@@ -80,3 +81,30 @@ def test_three_runs_and_a_reader_share_one_file(sim, tmp_path, write_jsonl) -> N
     assert set(ok.values()) == {1} and len(ok) == 3 * CHUNK
     billed = Counter(line["request_id"].split(":")[1] for line in sim.bill())
     assert len(billed) == 3 * CHUNK and set(billed.values()) == {1}
+
+
+def test_a_second_batch_on_a_busy_chunk_stops_with_a_clear_error(sim, tmp_path, write_jsonl):
+    sim.configure(latency=0.2)
+    source = write_jsonl("busy.jsonl", item_lines(60, max_tokens=32))
+    db, env = tmp_path / "kimi.duckdb", dict(os.environ, MOONSHOT_API_KEY=SIM_KEY)
+    env["MOONSHOT_BASE_URL"] = sim.base_url
+
+    def batch(out: str) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "kimi_dagster.cli", "batch", "-i", str(source)]
+        argv += ["-o", str(tmp_path / out), "-c", "2", "--tier", "5", "--db", str(db)]
+        return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+
+    first = batch("first.json")
+    while not sim.requests():
+        assert first.poll() is None
+        time.sleep(0.02)
+    second = batch("second.json")
+    _, err = second.communicate(timeout=60)
+    assert first.poll() is None, "the first run ended before the second could collide"
+    assert second.returncode == 1
+    assert "error: chunk busy-00000 is being processed by another run" in err
+    assert "Traceback" not in err
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    billed = Counter(line["request_id"].split(":")[1] for line in sim.bill())
+    assert len(billed) == 60 and set(billed.values()) == {1}
