@@ -26,7 +26,7 @@ import asyncio
 import os
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +38,7 @@ import orjson
 from kimi_dagster.budgets import read_budgets, run_caps
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.claims import ChunkBusy, claim
-from kimi_dagster.client import ApiError, KimiClient, classify, parse_reply
+from kimi_dagster.client import ApiError, KimiClient, classify, parse_reply, redact
 from kimi_dagster.engine import Settings
 from kimi_dagster.spool import merge_segment, spool_dir
 from kimi_dagster.store import connect, ensure_schema, run_sql
@@ -337,20 +337,28 @@ async def _find_file(client: KimiClient, filename: str) -> str | None:
     return next((f["id"] for f in listing.get("data", []) if f.get("filename") == filename), None)
 
 
-async def _find_batch(client: KimiClient, record: BatchRecord) -> dict[str, Any] | None:
-    """The provider's batch carrying this submission's metadata, newest pages first."""
-    since = record.created_at.timestamp() - 300  # clock skew margin
+async def _provider_batches(client: KimiClient, since: datetime) -> AsyncIterator[dict[str, Any]]:
+    """The account's batches, newest first, 100 a request, down to those created at ``since``
+    (less a margin for clock skew between this machine and the provider)."""
+    oldest = since.timestamp() - 300
     after: str | None = None
     while True:
         params = {"limit": 100} | ({"after": after} if after else {})
         page = (await client.request("GET", "batches", params=params)).json()
-        for batch in page.get("data", []):
-            if (batch.get("metadata") or {}).get(METADATA_KEY) == record.submission_id:
-                return batch
         data = page.get("data") or []
-        if not page.get("has_more") or not data or data[-1].get("created_at", 0) < since:
-            return None
+        for batch in data:
+            yield batch
+        if not page.get("has_more") or not data or data[-1].get("created_at", 0) < oldest:
+            return
         after = data[-1]["id"]
+
+
+async def _find_batch(client: KimiClient, record: BatchRecord) -> dict[str, Any] | None:
+    """The provider's batch carrying this submission's metadata."""
+    async for batch in _provider_batches(client, record.created_at):
+        if (batch.get("metadata") or {}).get(METADATA_KEY) == record.submission_id:
+            return batch
+    return None
 
 
 async def _advance(
@@ -395,7 +403,7 @@ def _record_status(db_path: Path, submission_id: str, batch: dict[str, Any]) -> 
     counts = batch.get("request_counts") or {}
     error = None
     if batch.get("errors"):
-        error = "; ".join(e.get("message", "") for e in batch["errors"].get("data", []))
+        error = redact("; ".join(e.get("message", "") for e in batch["errors"].get("data", [])))
     elif batch.get("status") == "expired":
         error = "expired before every line was answered; the rest stay pending"
     _update(
@@ -531,10 +539,22 @@ async def poll(
         for r in list_batches(db_path, partition_keys=partition_keys, open_only=True)
         if r.batch_id is not None and not r.terminal
     ]
-    changed = []
+    changed: list[tuple[BatchRecord, str]] = []
+    if not waiting:
+        return changed
+    wanted = {r.batch_id: r for r in waiting}
+    found: dict[str, dict[str, Any]] = {}
     async with _client(settings) as client:
+        # One listing request per 100 batches, not one request per batch.
+        async for batch in _provider_batches(client, min(r.created_at for r in waiting)):
+            if batch["id"] in wanted:
+                found[batch["id"]] = batch
+                if len(found) == len(wanted):
+                    break
+        for batch_id in wanted.keys() - found.keys():  # not listed (yet): ask for each
+            found[batch_id] = (await client.request("GET", f"batches/{batch_id}")).json()
         for record in waiting:
-            batch = (await client.request("GET", f"batches/{record.batch_id}")).json()
+            batch = found[record.batch_id]
             counts = batch.get("request_counts") or {}
             if batch["status"] != record.state or counts.get("completed") != record.completed:
                 _record_status(db_path, record.submission_id, batch)

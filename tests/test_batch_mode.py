@@ -4,6 +4,7 @@ each step, expired, partially failed and cancelled batches, and the Dagster asse
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -272,8 +273,6 @@ def test_cancel_from_the_cli_cancels_the_provider_batch(sim, tmp_path, write_jso
 
 def _await_provider(sim, timeout: float = 20.0) -> None:
     """Until the simulator has finished every batch (fast delays: well under a second)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while any(b["status"] not in batches.TERMINAL for b in provider_batches(sim)):
         assert time.monotonic() < deadline
@@ -487,3 +486,23 @@ def test_sensor_resumes_a_submission_its_run_left_half_done(
 
 def _dies(*args, **kwargs):
     raise KeyboardInterrupt
+
+
+def test_polling_lists_batches_instead_of_asking_for_each(sim, db, write_jsonl, monkeypatch):
+    sim.configure(batch_delays=[0.05, 60, 0.05])
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(30)), chunk_size=10)
+    asyncio.run(batches.sync_partitions(db, report.partitions, settings(sim)))
+    while {b["status"] for b in provider_batches(sim)} != {"in_progress"}:
+        time.sleep(0.02)  # validated after 0.05 s
+    calls: list[str] = []
+    original = batches.KimiClient.request
+
+    async def counted(self, method, path, **kwargs):
+        calls.append(f"{method} {path}")
+        return await original(self, method, path, **kwargs)
+
+    monkeypatch.setattr(batches.KimiClient, "request", counted)
+    changed = asyncio.run(batches.poll(db, settings(sim)))
+    assert calls == ["GET batches"]  # three batches, one listing request
+    assert {state for _, state in changed} == {"in_progress"}
+    assert {r.state for r in batches.list_batches(db)} == {"in_progress"}
