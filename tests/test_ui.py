@@ -129,7 +129,7 @@ def test_backfill_and_reexecute_from_failure_in_the_ui(dagster_dev, sim, tmp_pat
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(90_000)
             # Dagster's first-visit "join the community" dialog, whenever it shows up
             skip = page.get_by_role("button", name="Skip")
             page.add_locator_handler(skip, lambda button: button.click())
