@@ -114,7 +114,8 @@ def kimi_assets(
     """Build one pipeline's assets. ``chunks_per_run`` is the backfill policy: how many chunk
     partitions one run processes back to back (no rate dip between them). ``inbox``: a folder
     whose new JSONL files are ingested by a sensor; ``auto_run``: run their chunks at once;
-    ``sensor_interval``: seconds between the sensors' looks at the inbox and at new ingests."""
+    ``sensor_interval``: seconds between the sensors' looks at the inbox, at new ingests and
+    at open Batch API batches."""
     partitions = dg.DynamicPartitionsDefinition(name=f"{prefix}_chunks")
     group = group_name or prefix
     inputs_key = dg.AssetKey(f"{prefix}_inputs")
@@ -337,6 +338,7 @@ def kimi_assets(
             results_key,
             kimi_key=resource_keys.kimi,
             store_key=resource_keys.store,
+            interval=sensor_interval,
         )
     )
     return KimiAssets(inputs, results, summary, partitions, job, sensors)

@@ -31,7 +31,7 @@ def batch_sensor(
     *,
     kimi_key: str = "kimi",
     store_key: str = "store",
-    interval: int = 60,
+    interval: int = 30,
     running: bool = True,
 ) -> dg.SensorDefinition:
     """Poll open batches; request a load run for each finished one."""
