@@ -38,7 +38,14 @@ import orjson
 from kimi_dagster.budgets import read_budgets, run_caps
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.claims import ChunkBusy, claim
-from kimi_dagster.client import ApiError, KimiClient, classify, parse_reply, redact
+from kimi_dagster.client import (
+    ApiError,
+    ErrorKind,
+    KimiClient,
+    classify,
+    parse_reply,
+    redact,
+)
 from kimi_dagster.engine import Settings
 from kimi_dagster.spool import merge_segment, spool_dir
 from kimi_dagster.store import connect, ensure_schema, run_sql
@@ -646,7 +653,9 @@ async def run_batch_mode(
     on_progress: Callable[[SyncReport], None] | None = None,
 ) -> SyncReport:
     """Submit the partitions' pending items as batches; with ``wait``, poll every
-    ``options.poll_interval`` seconds and load each batch as it finishes, until none is open."""
+    ``options.poll_interval`` seconds and load each batch as it finishes, until none is open.
+    While waiting, a poll that fails for a passing reason (5xx, timeout, 429) is retried at the
+    next interval: the batches carry on at the provider either way."""
     report = await sync_partitions(
         db_path, partition_keys, settings, retry_failed=retry_failed, options=options
     )
@@ -655,9 +664,14 @@ async def run_batch_mode(
         if on_progress is not None:
             on_progress(total)
         await asyncio.sleep(options.poll_interval)
-        report = await sync_partitions(
-            db_path, partition_keys, settings, submit=False, options=options
-        )
+        try:
+            report = await sync_partitions(
+                db_path, partition_keys, settings, submit=False, options=options
+            )
+        except ApiError as exc:
+            if exc.kind not in (ErrorKind.RETRYABLE, ErrorKind.RATE_LIMIT):
+                raise
+            continue
         total = SyncReport(
             submitted=total.submitted,
             loaded=total.loaded + report.loaded,

@@ -249,7 +249,7 @@ def test_partially_failed_batch_fails_those_items_with_the_reason(
 
 
 def test_cancel_from_the_cli_cancels_the_provider_batch(sim, tmp_path, write_jsonl, capsys) -> None:
-    sim.configure(batch_delays=[0.05, 60, 0.05])  # would take a minute
+    sim.configure(batch_delays=[0.05, 20, 0.05])  # still running when cancelled
     source = write_jsonl("slow.jsonl", item_lines(20))
     db, out = tmp_path / "k.duckdb", tmp_path / "out.json"
     assert batch_cli(source, db, out) == 0
@@ -506,3 +506,21 @@ def test_polling_lists_batches_instead_of_asking_for_each(sim, db, write_jsonl, 
     assert calls == ["GET batches"]  # three batches, one listing request
     assert {state for _, state in changed} == {"in_progress"}
     assert {r.state for r in batches.list_batches(db)} == {"in_progress"}
+
+
+def test_waiting_rides_out_a_failed_poll(fast_sim, db, write_jsonl, monkeypatch) -> None:
+    from kimi_dagster.client import ApiError, ErrorKind
+
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(5)), chunk_size=10)
+    original = batches.KimiClient.request
+    failed: list[str] = []
+
+    async def hiccups_once(self, method, path, **kwargs):
+        if (method, path) == ("GET", "batches") and not failed:
+            failed.append(path)
+            raise ApiError(ErrorKind.RETRYABLE, "server_error", "try later", http_status=500)
+        return await original(self, method, path, **kwargs)
+
+    monkeypatch.setattr(batches.KimiClient, "request", hiccups_once)
+    _finish(db, report.partitions, fast_sim)
+    assert failed and set(statuses(db).values()) == {"succeeded"}
