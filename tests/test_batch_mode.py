@@ -107,6 +107,15 @@ def test_cli_batch_mode_loads_every_answer_at_the_discounted_price(
     assert main(["batches", "--db", str(db), "--json"]) == 0
     listed = orjson.loads(capsys.readouterr().out)
     assert [r["batch_id"] for r in listed] == [r.batch_id for r in rows]
+    assert main(["batches", "--db", str(db)]) == 0
+    table = capsys.readouterr().out
+    assert all(r.batch_id in table for r in rows) and "completed" in table
+
+    # The views and `status` read batch answers like real-time ones.
+    assert main(["status", "--db", str(db), "--json"]) == 0
+    (status,) = orjson.loads(capsys.readouterr().out)
+    assert (status["succeeded"], status["pending"]) == (24, 0)
+    assert Decimal(str(status["cost_usd"])) == round(cost, 6)
 
 
 def test_a_large_chunk_is_split_into_files_under_the_size_limit(fast_sim, db, write_jsonl):
@@ -240,6 +249,11 @@ def test_partially_failed_batch_fails_those_items_with_the_reason(
     ]
     assert all(message for *_, message in failed)
     assert list(statuses(db).values()).count("succeeded") == 8
+    with duckdb.connect(str(db), read_only=True) as con:
+        by_error = con.execute(
+            "SELECT error_type, items_failed FROM failures_by_error ORDER BY 1"
+        ).fetchall()
+    assert by_error == [("content_filter", 1), ("server_error", 1)]
 
     batches.set_dataset_mode(db, "t", "batch")  # retry-failed follows the dataset's mode
     assert main(["retry-failed", "--dataset", "t", "--db", str(db), "--wait", *POLL]) == 0
