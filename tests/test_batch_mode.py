@@ -538,3 +538,13 @@ def test_waiting_rides_out_a_failed_poll(fast_sim, db, write_jsonl, monkeypatch)
     monkeypatch.setattr(batches.KimiClient, "request", hiccups_once)
     _finish(db, report.partitions, fast_sim)
     assert failed and set(statuses(db).values()) == {"succeeded"}
+
+
+def test_fixed_sampling_parameters_are_dropped_from_batch_lines(fast_sim, db, write_jsonl):
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(3)), chunk_size=10)
+    with duckdb.connect(str(db)) as con:  # as if stored before kimi-k2.5 fixed its sampling
+        con.execute(
+            "UPDATE items SET request = json_merge_patch(request, '{\"temperature\": 0.5}')"
+        )
+    _finish(db, report.partitions, fast_sim)  # the simulator answers a line with one by a 400
+    assert set(statuses(db).values()) == {"succeeded"}
