@@ -30,3 +30,8 @@ chromium:
 
 test: lint chromium
 	$(BIN)/pytest
+
+# Not part of `make test`: issue 3's rate-limit scenarios against the simulator (~25 min; the
+# figures are in the README, "How it stays at the limit without crossing it").
+bench: setup
+	$(BIN)/python benchmarks/rate_limits.py all

@@ -145,8 +145,11 @@ class RunStats:
         return " | ".join(parts)
 
     def metadata(self) -> dict[str, Any]:
-        """Numbers for Dagster metadata (plotted per partition) and the CLI summary."""
+        """Numbers for Dagster metadata (plotted per partition) and the CLI summary; the live
+        ones (``*_actual``: the last 60 s as the limiter counted them, ``in_flight``) are what
+        the observations logged during a run show."""
         eta = self.eta_seconds()
+        live = self.limiter.stats() if self.limiter else None
         data: dict[str, Any] = {
             "items": self.total,
             "done": self.done,
@@ -165,8 +168,10 @@ class RunStats:
             "rpm": round(self.rpm, 1),
             "tpm_gateway": round(self.tpm, 1),
             "elapsed_s": round(self.elapsed, 2),
-            "rate_limited_429s": self.limiter.stats().rate_limited if self.limiter else 0,
-            "rpm_actual": self.limiter.stats().requests_last_minute if self.limiter else None,
+            "rate_limited_429s": live.rate_limited if live else 0,
+            "rpm_actual": live.requests_last_minute if live else None,
+            "tpm_actual": live.tokens_last_minute if live else None,
+            "in_flight": live.in_flight if live else None,
             "eta_seconds": None if eta is None else round(eta, 1),
         }
         for name, (cap, spent) in sorted(self.budgets.items()):
