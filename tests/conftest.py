@@ -28,6 +28,17 @@ def write_jsonl(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@pytest.fixture
+def instance(tmp_path: Path):
+    """A temporary persistent Dagster instance (SQLite; unlike an ephemeral one it has pools)."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
 SIM_KEY = "sk-test-never-real-0123456789"
 
 

@@ -132,3 +132,21 @@ def sensor_cursor(instance: dg.DagsterInstance, name: str) -> str | None:
         if state.name == name and state.instigator_data is not None:
             return getattr(state.instigator_data, "cursor", None)
     return None
+
+
+def ingest(instance: dg.DagsterInstance, db: Path, source: Path, chunk_size: int) -> None:
+    """The manual ingest: materialize ``kimi_inputs`` with a path, in this process, on the
+    same instance the Dagster processes use (so its chunk partitions are theirs too)."""
+    from kimi_dagster.assets import kimi_assets
+    from kimi_dagster.resource import KimiResource, KimiStore
+
+    dg.materialize(
+        kimi_assets("kimi", chunk_size=chunk_size).assets,
+        selection=["kimi_inputs"],
+        instance=instance,
+        resources={
+            "kimi": KimiResource(api_key=dg.EnvVar("MOONSHOT_API_KEY")),
+            "store": KimiStore(path=str(db)),
+        },
+        run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
+    )

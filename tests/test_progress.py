@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 
 import dagster as dg
-import pytest
 from conftest import item_lines
 
 from kimi_dagster.assets import kimi_assets
@@ -17,13 +16,6 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 CHUNK = 20
 PLOTTED = ("items", "succeeded", "failed", "total_tokens", "cost_usd", "rpm", "latency_p50_ms")
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-        yield instance
 
 
 def test_progress_during_a_partition_and_numeric_metadata_per_partition(

@@ -13,6 +13,7 @@ from conftest import item_lines
 from dagster_process import (
     all_finished,
     dagster_home,
+    ingest,
     runs_of,
     sensor_cursor,
     start,
@@ -20,9 +21,6 @@ from dagster_process import (
     write_definitions,
 )
 from outcomes import assert_every_item_succeeded_once
-
-from kimi_dagster.assets import kimi_assets
-from kimi_dagster.resource import KimiResource, KimiStore
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -59,16 +57,7 @@ def test_inbox_file_is_ingested_once_and_every_chunk_runs(sim, tmp_path) -> None
         # sensor runs the chunks of every ingest, whoever made it.
         reviews = tmp_path / "reviews.jsonl"
         write_lines(reviews, item_lines(12, prefix="review", max_tokens=64))
-        dg.materialize(
-            kimi_assets("kimi", chunk_size=CHUNK).assets,
-            selection=["kimi_inputs"],
-            instance=instance,
-            resources={
-                "kimi": KimiResource(api_key=dg.EnvVar("MOONSHOT_API_KEY")),
-                "store": KimiStore(path=str(db)),
-            },
-            run_config={"ops": {"kimi_inputs": {"config": {"path": str(reviews)}}}},
-        )
+        ingest(instance, db, reviews, CHUNK)
 
         def inference_runs():
             runs = runs_of(instance, "kimi_inference")

@@ -11,7 +11,15 @@ import warnings
 import dagster as dg
 import orjson
 from conftest import item_lines
-from dagster_process import all_finished, dagster_home, runs_of, start, wait_for, write_definitions
+from dagster_process import (
+    all_finished,
+    dagster_home,
+    ingest,
+    runs_of,
+    start,
+    wait_for,
+    write_definitions,
+)
 from outcomes import assert_every_item_succeeded_once
 
 from kimi_dagster.assets import kimi_assets
@@ -61,13 +69,7 @@ def test_terminated_run_leaves_nothing_half_written_and_reruns(sim, tmp_path) ->
         ["dagster-daemon", "run", "-f", str(code)], env, tmp_path / "daemon.log", tmp_path
     )
     try:
-        dg.materialize(  # the ingest; the chunk sensor then launches the partition's run
-            pipeline.assets,
-            selection=["kimi_inputs"],
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
-        )
+        ingest(instance, db, source, ITEMS)  # the chunk sensor then launches the run
         wait_for(lambda: len(sim.bill()) == ITEMS - 1, "all but the hung item", timeout=90)
         (run,) = runs_of(instance, "kimi_inference")
         assert run.status == dg.DagsterRunStatus.STARTED

@@ -25,14 +25,12 @@ from dagster_process import (
     DagsterProcess,
     dagster_home,
     free_port,
+    ingest,
     start,
     wait_for,
     write_definitions,
 )
 from outcomes import assert_every_item_succeeded_once
-
-from kimi_dagster.assets import kimi_assets
-from kimi_dagster.resource import KimiResource, KimiStore
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -111,16 +109,7 @@ def test_backfill_and_reexecute_from_failure_in_the_ui(dagster_dev, sim, tmp_pat
     lines[FAULTY_ITEM]["message"] += " [[sim:fail=unauthorized:1]]"
     source = tmp_path / "tickets.jsonl"
     source.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    dg.materialize(  # the ingest: registers the six chunk partitions in the instance
-        kimi_assets("kimi", chunk_size=CHUNK).assets,
-        selection=["kimi_inputs"],
-        instance=instance,
-        resources={
-            "kimi": KimiResource(api_key=dg.EnvVar("MOONSHOT_API_KEY")),
-            "store": KimiStore(path=str(db)),
-        },
-        run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
-    )
+    ingest(instance, db, source, CHUNK)  # registers the six chunk partitions
     keys = [f"tickets-{n:05d}" for n in range(ITEMS // CHUNK)]
     assert instance.get_dynamic_partitions("kimi_chunks") == keys
     ARTIFACTS.mkdir(exist_ok=True)
