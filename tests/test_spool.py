@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 
 import duckdb
@@ -131,27 +132,42 @@ def test_a_damaged_segment_stops_merges_with_its_name_and_changes_nothing(db) ->
         assert merge_spool(con, directory) == 2
 
 
-def test_connect_waits_for_another_process_lock(db) -> None:
-    ensure_schema(db)
+def hold_in_child(db) -> tuple[int, int]:
+    """Fork a process that opens the file read-write and keeps it until told to let go;
+    returns (pid, the descriptor to write to when it should)."""
+    held_r, held_w = os.pipe()
+    release_r, release_w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: hold the file read-write for 1.5 s
+    if pid == 0:  # child
         con = duckdb.connect(str(db))
-        time.sleep(1.5)
+        os.write(held_w, b"1")
+        os.read(release_r, 1)
         con.close()
         os._exit(0)
-    time.sleep(0.5)
-    started = time.monotonic()
-    with connect(db, read_only=True, timeout=10) as con:
-        assert con.execute("SELECT 1").fetchone() == (1,)
-    waited = time.monotonic() - started
+    assert os.read(held_r, 1) == b"1"  # the child holds the file now
+    return pid, release_w
+
+
+def test_connect_waits_for_another_process_lock(db) -> None:
+    ensure_schema(db)
+    pid, release = hold_in_child(db)
+    opened: list[tuple] = []
+
+    def read() -> None:
+        with connect(db, read_only=True, timeout=30) as con:
+            opened.append(con.execute("SELECT 1").fetchone())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive() and not opened  # waiting, not failing
+    os.write(release, b"1")
+    reader.join(30)
     os.waitpid(pid, 0)
-    assert 0.5 < waited < 5
-    pid = os.fork()
-    if pid == 0:
-        con = duckdb.connect(str(db))
-        time.sleep(2)
-        os._exit(0)
-    time.sleep(0.5)
+    assert opened == [(1,)]
+
+    pid, release = hold_in_child(db)
     with pytest.raises(DatabaseBusy, match="stayed locked"), connect(db, timeout=0.3):
         pass
+    os.write(release, b"1")
     os.waitpid(pid, 0)
