@@ -91,10 +91,10 @@ def test_a_second_batch_on_a_busy_chunk_stops_with_a_clear_error(sim, tmp_path, 
 
     def batch(out: str) -> subprocess.Popen[str]:
         argv = [sys.executable, "-m", "kimi_dagster.cli", "batch", "-i", str(source)]
-        argv += ["-o", str(tmp_path / out), "-c", "2", "--tier", "5", "--db", str(db)]
+        argv += ["-o", str(tmp_path / out), "-c", "1", "--tier", "5", "--db", str(db)]
         return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
 
-    first = batch("first.json")
+    first = batch("first.json")  # 60 requests one at a time: 12 s
     while not sim.requests():
         assert first.poll() is None
         time.sleep(0.02)
