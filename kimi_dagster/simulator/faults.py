@@ -11,11 +11,10 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 from kimi_dagster.simulator.config import FAULTS, SimulatorConfig
 from kimi_dagster.simulator.errors import HIGH_RISK, NO_BALANCE, OVERLOADED, ApiError, invalid
+from kimi_dagster.simulator.tokens import content_texts
 from kimi_dagster.simulator.validation import ChatRequest
 
 CONTENT_FILTER_MARKER = "[[sim:content_filter]]"
@@ -73,17 +72,6 @@ def gateway_page(rng: random.Random) -> tuple[int, str, str] | None:
     return _GATEWAY_PAGES[pick] if pick < len(_GATEWAY_PAGES) else None
 
 
-def _texts(messages: Iterable[Mapping[str, Any]]) -> Iterable[str]:
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            yield content
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    yield part["text"]
-
-
 class FaultInjector:
     """Decides the fault of each admitted request; owns the per-content marker counters."""
 
@@ -95,7 +83,7 @@ class FaultInjector:
 
     def marked(self, request: ChatRequest) -> str | None:
         """The fault a marker asks for on this request, counting it; None when none applies."""
-        for text in _texts(request.body["messages"]):
+        for text in (t for m in request.body["messages"] for t in content_texts(m.get("content"))):
             if "[[sim:" not in text:
                 continue
             if CONTENT_FILTER_MARKER in text:

@@ -43,7 +43,8 @@ def count_text(text: str) -> int:
     return total
 
 
-def _content_text(content: Any) -> Iterable[str]:
+def content_texts(content: Any) -> Iterable[str]:
+    """The text parts of a message's content: a string, or a list of parts with ``text``."""
     if isinstance(content, str):
         yield content
     elif isinstance(content, list):
@@ -54,7 +55,7 @@ def _content_text(content: Any) -> Iterable[str]:
 
 def count_message(message: Mapping[str, Any]) -> int:
     """Tokens of one chat message: its text, its name and tool calls, and the framing."""
-    total = MESSAGE_OVERHEAD + sum(count_text(t) for t in _content_text(message.get("content")))
+    total = MESSAGE_OVERHEAD + sum(count_text(t) for t in content_texts(message.get("content")))
     if isinstance(message.get("name"), str):
         total += count_text(message["name"])
     for call in message.get("tool_calls") or ():
