@@ -1,8 +1,8 @@
 """The HTTP client for Kimi's chat endpoint, and the classification of everything it can get back.
 
-httpx is the API; the transport is aiohttp's (``httpx-aiohttp``): at 200 concurrent requests
-httpx's own connection pool costs 18-21 ms of CPU per request, aiohttp's under 1 ms (see
-``benchmarks/transport.py``). One client per run, its pool sized to the run's concurrency.
+httpx is the API; the transport is aiohttp's (``httpx-aiohttp``) for its cheaper connection pool
+at hundreds of concurrent requests (the two are not compared here; ``benchmarks/rate_limits.py``
+prints the client's CPU per request). One client per run, its pool sized to its concurrency.
 """
 
 from __future__ import annotations
