@@ -130,11 +130,17 @@ class Runner:
         self._source = iter(items)
         self.stats.start(total)
         housekeeping = asyncio.create_task(self._housekeeping())
+        stopped = True
         try:
             await self._dispatch()
-            await self._drain()
+            stopped = False
         finally:
-            housekeeping.cancel()
+            # also when dispatch raised (a bug, a cancel, Ctrl-C): a reply that arrives must be
+            # in the spool before it closes, or it was paid for and is sent (and paid) again
+            try:
+                await self._drain(stopped)
+            finally:
+                housekeeping.cancel()
             if self._merging is not None:
                 await asyncio.wait([self._merging])
             self.stats.finish()
@@ -225,10 +231,12 @@ class Runner:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._crash = exc
 
-    async def _drain(self) -> None:
+    async def _drain(self, stopped: bool) -> None:
+        """Wait for the requests in flight; once the run is stopping, ``abort_grace`` at most."""
         if not self._tasks:
             return
-        grace = self.options.abort_grace if self._fatal is not None else None
+        stopping = stopped or self._fatal is not None
+        grace = self.options.abort_grace if stopping else None
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in pending:
             task.cancel()
