@@ -55,8 +55,12 @@ class SpoolWriter:
     def _open_segment(self) -> None:
         self._seq += 1
         path = self._directory / f"{self._token}-{self._seq:06d}.jsonl"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # locked under a name mergers skip, then renamed: a merger that saw the new file before
+        # the lock would take it for a dead writer's empty segment and remove it under us
+        staging = path.with_suffix(".tmp")
+        self._fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        staging.rename(path)
         self._written = 0
         self._new_entry = True
 

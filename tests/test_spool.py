@@ -171,3 +171,31 @@ def test_connect_waits_for_another_process_lock(db) -> None:
         pass
     os.write(release, b"1")
     os.waitpid(pid, 0)
+
+
+def test_a_merge_between_a_new_segments_creation_and_its_lock_leaves_it_alone(
+    db, monkeypatch
+) -> None:
+    """A merger running in the instant a writer has created its next segment but not yet locked
+    it must not remove it: the records written next would go to an unlinked file."""
+    import kimi_dagster.spool as spool
+
+    ensure_schema(db)
+    directory = spool_dir(db)
+    real_flock, raced = spool.fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:
+        if operation == spool.fcntl.LOCK_EX | spool.fcntl.LOCK_NB and not raced:
+            raced.append(True)  # another process merges right now, before this lock
+            with connect(db) as con:
+                merge_spool(con, directory)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(spool.fcntl, "flock", flock)
+    writer = SpoolWriter(directory, "race")
+    monkeypatch.setattr(spool.fcntl, "flock", real_flock)
+    writer.append(record("a", 1, ok=True))
+    writer.close()
+    with connect(db) as con:
+        assert merge_spool(con, directory) == 1
+    assert raced and table(db, "SELECT item_id, status FROM results") == [("a", "succeeded")]
