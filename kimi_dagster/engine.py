@@ -21,7 +21,7 @@ from kimi_dagster.claims import claim
 from kimi_dagster.client import DEFAULT_BASE_URL, KimiClient
 from kimi_dagster.limits import Limits, RateLimiter
 from kimi_dagster.runner import Runner, RunOptions, WorkItem
-from kimi_dagster.spool import SpoolWriter, merge_spool, spool_dir
+from kimi_dagster.spool import SpoolWriter, merged, spool_dir
 from kimi_dagster.stats import RunStats
 from kimi_dagster.store import DatabaseBusy, connect, ensure_schema, run_sql
 
@@ -49,15 +49,14 @@ def platform_currency(base_url: str) -> str:
 
 def merge_now(db_path: str | os.PathLike[str], *, timeout: float = 60.0) -> int:
     """Move every finished spool segment into DuckDB; returns the attempts added."""
-    with connect(db_path, timeout=timeout) as con:
-        return merge_spool(con, spool_dir(db_path))
+    with merged(db_path, timeout=timeout) as (_, added):
+        return added
 
 
 def pending_count(
     db_path: str | os.PathLike[str], partition_keys: Sequence[str], *, retry_failed: bool = True
 ) -> int:
-    with connect(db_path) as con:
-        merge_spool(con, spool_dir(db_path))
+    with merged(db_path) as (con, _):
         params = {"partition_keys": list(partition_keys), "retry_failed": retry_failed}
         return run_sql(con, "queries/pending_count", params).fetchone()[0]
 

@@ -169,9 +169,10 @@ def estimate_file(
     defaults: ItemDefaults = DEFAULTS,
     history: str | None = None,
 ) -> Estimate:
-    """Estimate a JSONL file without touching ``db_path``: the file is validated into a scratch
-    DuckDB file exactly as ``ingest`` would; what ``db_path`` already holds for the dataset
-    (answers, history) is taken into account when the file exists."""
+    """Estimate a JSONL file without ingesting it: the file is validated into a scratch DuckDB
+    file exactly as ``ingest`` would. When ``db_path`` exists, what it holds for the dataset
+    (answers, history) is taken into account; it is read as ``status`` reads it (migrated if
+    older than this version, finished spool segments merged first), and nothing else is written."""
     with tempfile.TemporaryDirectory(prefix="kimi-estimate-") as tmp:
         scratch = Path(tmp) / "scratch.duckdb"
         report = ingest_file(

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from kimi_dagster.spool import merge_spool, spool_dir
-from kimi_dagster.store import connect, run_sql, sql_string
+from kimi_dagster.spool import merged
+from kimi_dagster.store import run_sql, sql_string
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
@@ -41,8 +41,7 @@ def export_results(
     fmt = export_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     params = {"dataset": dataset, "first_key": first_key, "last_key": last_key}
-    with connect(db_path) as con:
-        merge_spool(con, spool_dir(db_path))
+    with merged(db_path) as (con, _):
         cursor = run_sql(con, "queries/export_summary", params)
         names = [d[0] for d in cursor.description]
         summary = dict(zip(names, cursor.fetchone(), strict=True)) | {"dataset": dataset}

@@ -1,8 +1,9 @@
 """Read-side questions over the DuckDB file: dataset status and ad-hoc SQL.
 
 Reads open the file read-only and briefly, so they work while runs are writing (runs hold the
-file only for sub-second merges); anything runs left in the spool is merged first when the
-file is free, so a status is never behind what was paid for.
+file only for sub-second merges). Two things take the write lock first, and only when needed:
+creating or migrating a file that is missing or older than this version, and merging what runs
+left in the spool (when the file is free), so a status is never behind what was paid for.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import contextlib
 import os
 from typing import Any
 
-from kimi_dagster.spool import merge_spool, spool_dir
-from kimi_dagster.store import DatabaseBusy, connect, ensure_schema, run_sql
+from kimi_dagster.spool import has_segments, merged
+from kimi_dagster.store import DatabaseBusy, connect, ensure_schema, run_sql, schema_current
 
 
 def refresh(db_path: str | os.PathLike[str]) -> None:
-    """Merge finished spool segments if the file is free right now; never waits long."""
-    ensure_schema(db_path)
-    with contextlib.suppress(DatabaseBusy), connect(db_path, timeout=2.0) as con:
-        merge_spool(con, spool_dir(db_path))
+    """Migrate only a file that is not current, and merge spool segments if there are any and
+    the file is free right now (never waits long); otherwise nothing is written."""
+    if not schema_current(db_path):
+        ensure_schema(db_path)
+    if has_segments(db_path):
+        with contextlib.suppress(DatabaseBusy), merged(db_path, timeout=2.0):
+            pass
 
 
 def query(

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
-from kimi_dagster.store import run_sql
+from kimi_dagster.store import connect, run_sql
 
 ATTEMPT_COLUMNS = {
     "attempt_id": "VARCHAR", "dataset": "VARCHAR", "item_id": "VARCHAR",
@@ -149,6 +151,21 @@ def merge_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> int:
         finally:
             os.close(fd)
     return merged
+
+
+@contextmanager
+def merged(
+    db_path: str | os.PathLike[str], *, timeout: float = 120.0
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
+    """Open the file read-write with every finished segment merged in first, so what the
+    block reads includes all that was paid for; yields the connection and the records merged."""
+    with connect(db_path, timeout=timeout) as con:
+        yield con, merge_spool(con, spool_dir(db_path))
+
+
+def has_segments(db_path: str | os.PathLike[str]) -> bool:
+    """Whether any run left spool segments beside the file (a merge has work to do)."""
+    return any(spool_dir(db_path).glob("*.jsonl"))
 
 
 def merge_segment(con: duckdb.DuckDBPyConnection, segment: Path) -> int:

@@ -47,14 +47,6 @@ def sql_string(path: str | os.PathLike[str]) -> str:
     return str(path).replace("'", "''")
 
 
-def run_steps(
-    con: duckdb.DuckDBPyConnection, folder: str, params: dict[str, object] | None = None
-) -> None:
-    """Execute every ``sql/<folder>/*.sql`` in name order: one statement a file."""
-    for file in sorted((SQL_DIR / folder).glob("*.sql")):
-        run_sql(con, f"{folder}/{file.stem}", params)
-
-
 class DatabaseBusy(RuntimeError):
     """Another process kept the DuckDB file locked for longer than the caller would wait."""
 
@@ -104,11 +96,8 @@ def schema_files() -> list[Path]:
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
     """Bring the file to the newest schema version, (re)create the views and load the price list."""
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-        "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
-    )
-    applied = {v for (v,) in con.execute("SELECT version FROM schema_version").fetchall()}
+    run_sql(con, "queries/schema_version_table")
+    applied = {v for (v,) in run_sql(con, "queries/schema_versions").fetchall()}
     version = max(applied, default=0)
     for file in schema_files():
         number = int(file.name[:3])
@@ -116,7 +105,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         if number not in applied:  # by set, not max: a file numbered into a gap still applies
             con.execute("BEGIN")
             con.execute(file.read_text())
-            con.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+            run_sql(con, "queries/record_schema_version", {"version": number})
             con.execute("COMMIT")
     for view in sorted((SQL_DIR / "views").glob("*.sql")):
         con.execute(view.read_text())
@@ -152,3 +141,18 @@ def ensure_schema(path: str | os.PathLike[str]) -> None:
     with connect(path) as con:
         migrate(con)
     _ready.add(key)
+
+
+def schema_current(path: str | os.PathLike[str]) -> bool:
+    """Whether the file exists with every migration applied, judged read-only, so readers
+    (``status``, ``sql``) need not take the write lock to re-run the migration."""
+    if Path(path).resolve() in _ready:
+        return True
+    if not Path(path).exists():
+        return False
+    with connect(path, read_only=True) as con:
+        try:
+            applied = {v for (v,) in run_sql(con, "queries/schema_versions").fetchall()}
+        except duckdb.CatalogException:
+            return False
+    return {int(file.name[:3]) for file in schema_files()} <= applied

@@ -1,0 +1,2 @@
+-- The migration numbers already applied to this file.
+SELECT version FROM schema_version;
