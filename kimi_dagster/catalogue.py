@@ -56,6 +56,8 @@ class UnknownModel(KeyError):
 
 @dataclass(frozen=True)
 class Catalogue:
+    """The models and their current prices, read once per run so every attempt is priced alike."""
+
     models: dict[str, Model]
     prices: dict[tuple[str, str], Price]
 

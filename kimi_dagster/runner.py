@@ -32,6 +32,9 @@ from kimi_dagster.tokens import EstimateCorrection
 
 @dataclass(slots=True)
 class WorkItem:
+    """One pending item as the runner needs it: its request body, serialized once at ingest, and
+    its counts of sends and failures in this run (retries are bounded by them)."""
+
     dataset: str
     item_id: str
     partition_key: str
@@ -45,6 +48,8 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How hard a run retries, what it may spend, and how often it syncs, merges and reports."""
+
     max_attempts: int = 5  # per item: failures other than limit-429s before it fails
     max_rate_limited: int = 30  # per item: limit-429s before it fails (keeps retries bounded)
     backoff_base: float = 1.0
@@ -91,6 +96,10 @@ class _Budget:
 
 @dataclass
 class Runner:
+    """Sends items at the limiter's pace until each is final (succeeded or failed), retrying
+    with backoff, stopping at budgets or account-level errors; every reply is written to the
+    spool before it counts as done, so nothing paid for is lost."""
+
     client: KimiClient
     limiter: RateLimiter
     catalogue: Catalogue

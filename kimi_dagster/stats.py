@@ -22,6 +22,8 @@ RESERVOIR = 50_000  # latencies kept for percentiles: exact below this, a fair s
 
 @dataclass
 class RunStats:
+    """What a run did so far; the progress line, the CLI summary and Dagster metadata read it."""
+
     limiter: RateLimiter | None = None
     total: int = 0
     succeeded: int = 0
