@@ -268,6 +268,12 @@ class RateLimiter:
         self._restore(self._clock())
         return self._limits
 
+    @property
+    def largest_charge(self) -> int:
+        """The largest token charge a request can ever be admitted with (``acquire`` refuses
+        more): the smallest window of the configured limits, with headroom."""
+        return math.floor(self._largest)
+
     def _use(self, limits: Limits) -> None:
         """Pace and cap by ``limits`` from now on (the windows keep what they hold)."""
         self._limits = limits

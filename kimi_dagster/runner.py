@@ -172,6 +172,11 @@ class Runner:
                 await self._wait_for_work()
                 continue
             charge = self._correction.corrected(item.est_input_tokens) + item.max_tokens
+            largest = self.limiter.largest_charge
+            if item.est_input_tokens + item.max_tokens > largest:
+                self._refuse(item, largest)  # it alone fails; the run goes on
+                continue
+            charge = min(charge, largest)  # the correction is a guess; the item fits unguessed
             price = self.catalogue.price(item.model, self.currency)
             worst = price.worst_case(charge - item.max_tokens, item.max_tokens)
             if not self._reserve(item, worst):
@@ -184,6 +189,22 @@ class Runner:
             task = asyncio.create_task(self._attempt(item, permit, worst))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+
+    def _refuse(self, item: WorkItem, largest: int) -> None:
+        """Fail an item no window of the limits can ever admit, with the reason and the fix."""
+        item.sends += 1
+        error = ApiError(
+            ErrorKind.ITEM,
+            "too_large",
+            f"item {item.item_id} of dataset {item.dataset} is charged about "
+            f"{item.est_input_tokens + item.max_tokens:,} tokens ({item.est_input_tokens:,} input "
+            f"+ max_tokens {item.max_tokens:,}) but this run's limits admit at most {largest:,} "
+            "per request: lower its max_tokens, use a higher tier or --tpm, or let fewer runs "
+            "share the account; then run retry-failed",
+        )
+        attempt_id = f"{self.attempt_prefix or self.run_id}:{item.item_id}:{item.sends}"
+        permit = Permit(0, time.monotonic())
+        self._record(item, attempt_id, time.time(), 0.0, permit, None, error, 0.0)
 
     def _budgets(self, item: WorkItem) -> list[_Budget]:
         dataset = self._dataset_budgets.get(item.dataset)

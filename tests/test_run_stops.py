@@ -11,10 +11,12 @@ from pathlib import Path
 import duckdb
 import orjson
 import pytest
-from conftest import SIM_KEY
+from conftest import SIM_KEY, item_lines
 
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.client import KimiClient
+from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.ingest import ingest_file
 from kimi_dagster.limits import RateLimiter, resolve_limits
 from kimi_dagster.runner import Runner, RunOptions, WorkItem
 from kimi_dagster.spool import SpoolWriter
@@ -73,3 +75,30 @@ def test_replies_in_flight_when_dispatch_raises_reach_the_spool(sim, tmp_path) -
     assert sorted((r["item_id"], r["outcome"]) for r in records) == [
         (f"i{n}", "ok") for n in range(4)
     ]
+
+
+def test_an_item_no_window_admits_fails_alone_with_its_reason(sim, db, write_jsonl) -> None:
+    """At 10,000 tokens a minute no request above 9,850 is ever admitted: that item fails with
+    its id and the fix, the others of its chunk succeed, and nothing of it is sent."""
+    lines = item_lines(6, max_tokens=64)
+    lines[2]["max_tokens"] = 12_000
+    report = ingest_file(db, write_jsonl("big.jsonl", lines), chunk_size=100)
+    settings = Settings(
+        api_key=SIM_KEY, limits=resolve_limits(5, tpm=10_000), base_url=sim.base_url
+    )
+    stats = asyncio.run(process_partitions(db, report.partitions, settings, run_id="big"))
+    assert (stats.succeeded, stats.failed) == (5, 1)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = dict(
+            (item, (status, error))
+            for item, status, error in con.execute(
+                "SELECT item_id, status, error_type FROM item_results"
+            ).fetchall()
+        )
+        (message,) = con.execute(
+            "SELECT error_message FROM attempts WHERE item_id = 'item0002'"
+        ).fetchone()
+    assert rows.pop("item0002") == ("failed", "too_large")
+    assert set(rows.values()) == {("succeeded", None)}
+    assert "item0002" in message and "9,850" in message and "max_tokens" in message
+    assert "item0002" not in {entry["request_id"].split(":")[1] for entry in sim.requests()}
