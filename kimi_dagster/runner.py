@@ -139,6 +139,7 @@ class Runner:
         self._source = iter(items)
         self.stats.start(total)
         housekeeping = asyncio.create_task(self._housekeeping())
+        housekeeping.add_done_callback(self._stop_on_crash)  # no fsyncs or merges: stop the run
         stopped = True
         try:
             await self._dispatch()
@@ -386,8 +387,12 @@ class Runner:
 
     def _merge_done(self, task: asyncio.Task[None]) -> None:
         self._merging = None
+        self._stop_on_crash(task)
+
+    def _stop_on_crash(self, task: asyncio.Task[None]) -> None:
+        """A housekeeping task that raised: stop the run loudly rather than stop it quietly."""
         if not task.cancelled() and (exc := task.exception()) is not None:
-            self._crash = exc  # stop the run loudly rather than stop merging quietly
+            self._crash = exc
             self._wake.set()
 
     async def _flush(self, *, final: bool) -> None:

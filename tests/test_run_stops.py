@@ -50,7 +50,7 @@ async def _run(sim, directory: Path, items, total: int, **runner_args) -> Runner
             catalogue=Catalogue.from_connection(con),
             spool=SpoolWriter(directory, "stops"),
             run_id="stops",
-            options=RunOptions(sync_interval=0.05, abort_grace=5.0),
+            options=RunOptions(sync_interval=0.05, progress_interval=0.05, abort_grace=5.0),
             **runner_args,
         )
         try:
@@ -75,6 +75,21 @@ def test_replies_in_flight_when_dispatch_raises_reach_the_spool(sim, tmp_path) -
     assert sorted((r["item_id"], r["outcome"]) for r in records) == [
         (f"i{n}", "ok") for n in range(4)
     ]
+
+
+def test_a_failing_progress_callback_stops_the_run_loudly(sim, tmp_path) -> None:
+    """Housekeeping (fsyncs, merges, progress) that dies must not leave the run going on
+    without it: the run raises the error, and every reply received is in the spool."""
+
+    def progress(stats) -> None:
+        raise ValueError("the progress reporter broke")
+
+    items = [_item(n) for n in range(200)]
+    with pytest.raises(ValueError, match="progress reporter broke"):
+        asyncio.run(_run(sim, tmp_path, items, len(items), on_progress=progress))
+    records = _records(tmp_path)
+    assert len(records) == len(sim.bill())
+    assert {r["outcome"] for r in records} <= {"ok", "cancelled"}
 
 
 def test_an_item_no_window_admits_fails_alone_with_its_reason(sim, db, write_jsonl) -> None:
