@@ -47,6 +47,7 @@ from kimi_dagster.client import (
     redact,
 )
 from kimi_dagster.engine import Settings
+from kimi_dagster.ingest import dataset_of
 from kimi_dagster.spool import merge_segment, spool_dir
 from kimi_dagster.store import connect, ensure_schema, run_sql
 
@@ -143,7 +144,7 @@ def set_dataset_mode(db_path: str | os.PathLike[str], dataset: str, mode: str) -
 def partition_mode(db_path: str | os.PathLike[str], partition_keys: Sequence[str]) -> str:
     """The stored mode of the partitions' datasets (``batch`` if any of them says so)."""
     ensure_schema(db_path)
-    datasets = sorted({key.rsplit("-", 1)[0] for key in partition_keys})
+    datasets = sorted({dataset_of(key) for key in partition_keys})
     with connect(db_path, read_only=True) as con:
         modes = {
             row[0]
@@ -196,8 +197,8 @@ def _update(db_path: str | os.PathLike[str], submission_id: str, **changes: Any)
         run_sql(con, "queries/batch_update", params)
 
 
-def _client(settings: Settings) -> KimiClient:
-    return KimiClient(settings.base_url, settings.api_key, concurrency=4, timeout=settings.timeout)
+def _client(base_url: str, api_key: str, timeout: float = 120.0) -> KimiClient:
+    return KimiClient(base_url, api_key, concurrency=4, timeout=timeout)
 
 
 # -- prepare ---------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def _prepare(
         ).fetchall()
     by_model: dict[str, list[tuple[str, str]]] = defaultdict(list)
     worst_by_model: dict[str, float] = defaultdict(float)
-    dataset = key.rsplit("-", 1)[0]
+    dataset = dataset_of(key)
     for _, item_id, _, model, max_tokens, est, request in rows:
         if not catalogue.model(model).batch_api:
             by_model[model].append((item_id, request))
@@ -551,7 +552,7 @@ async def poll(
         return changed
     wanted = {r.batch_id: r for r in waiting}
     found: dict[str, dict[str, Any]] = {}
-    async with _client(settings) as client:
+    async with _client(settings.base_url, settings.api_key, settings.timeout) as client:
         # One listing request per 100 batches, not one request per batch.
         async for batch in _provider_batches(client, min(r.created_at for r in waiting)):
             if batch["id"] in wanted:
@@ -593,7 +594,7 @@ async def sync_partitions(
     report = SyncReport(submitted=[], loaded=[], open=[], skipped=[])
     with claim(spool_dir(db_path) / "claims", partition_keys):
         await poll(db_path, settings, partition_keys=partition_keys)
-        async with _client(settings) as client:
+        async with _client(settings.base_url, settings.api_key, settings.timeout) as client:
             for key in partition_keys:
                 await _load_finished(client, db_path, key, catalogue, settings, report)
             with connect(db_path, read_only=True) as con:
@@ -684,8 +685,9 @@ async def run_batch_mode(
 
 async def cancel(
     db_path: str | os.PathLike[str],
-    settings: Settings,
     *,
+    api_key: str,
+    base_url: str,
     batch_id: str | None = None,
     dataset: str | None = None,
 ) -> list[BatchRecord]:
@@ -700,7 +702,7 @@ async def cancel(
             f"no open batch {batch_id} in {db_path}; `kimi-dagster batches` lists them"
         )
     cancelled = []
-    async with _client(settings) as client:
+    async with _client(base_url, api_key) as client:
         for record in rows:
             if record.batch_id is None and not await _drop_unsubmitted(client, db_path, record):
                 continue

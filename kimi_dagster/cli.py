@@ -17,7 +17,7 @@ import orjson
 from kimi_dagster import batches
 from kimi_dagster.budgets import set_budget
 from kimi_dagster.claims import ChunkBusy
-from kimi_dagster.client import DEFAULT_BASE_URL, ApiError
+from kimi_dagster.client import ApiError, env_base_url
 from kimi_dagster.engine import Settings, platform_currency, process_partitions
 from kimi_dagster.estimate import (
     DEFAULT_FILL,
@@ -27,9 +27,9 @@ from kimi_dagster.estimate import (
     parse_duration,
 )
 from kimi_dagster.exports import export_results
-from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, dataset_name, ingest_file
+from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_file
 from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
-from kimi_dagster.limits import resolve_limits
+from kimi_dagster.limits import configured_limits
 from kimi_dagster.reports import named, query
 from kimi_dagster.runner import RunAborted, RunOptions
 from kimi_dagster.spool import SpoolError
@@ -54,7 +54,9 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+def _add_run_flags(parser: argparse.ArgumentParser, *, missing_only: bool = True) -> None:
+    """The account, retry and budget flags; ``--missing-only`` where skipping failed items
+    means something (not for ``retry-failed``, which sends exactly those)."""
     parser.add_argument(
         "-c", "--concurrency", type=int, help="requests in flight (default: the tier's)"
     )
@@ -86,11 +88,14 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="stop before this run could spend more than this many USD; the rest stays pending",
     )
-    parser.add_argument(
-        "--missing-only",
-        action="store_true",
-        help="send only items never finished; do not retry failed ones",
-    )
+    if missing_only:
+        parser.add_argument(
+            "--missing-only",
+            action="store_true",
+            help="send only items never finished; do not retry failed ones",
+        )
+    else:
+        parser.set_defaults(missing_only=False)
     _add_db(parser)
 
 
@@ -151,15 +156,13 @@ def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     api_key = _api_key()
     try:
-        limits = resolve_limits(
-            args.tier, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, tpd=args.tpd
-        )
+        limits = configured_limits(args)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return Settings(
         api_key=api_key,
         limits=limits,
-        base_url=os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL),
+        base_url=env_base_url(),
         timeout=args.timeout,
         options=RunOptions(
             max_attempts=args.max_attempts, budget_usd=args.budget, progress_interval=2.0
@@ -207,6 +210,11 @@ def _run(args: argparse.Namespace, dataset: str, keys: list[str]) -> RunStats:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    _ingest(args)
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> IngestReport:
     report = ingest_file(
         _db(args),
         args.input,
@@ -224,13 +232,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(report.describe_rejections(), file=sys.stderr)
     if args.mode:
         batches.set_dataset_mode(_db(args), report.dataset, args.mode)
-    return 0
+    return report
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    cmd_ingest(args)
-    report_dataset = args.dataset or dataset_name(args.input)
-    keys = _partitions(_db(args), report_dataset)
+    report = _ingest(args)
+    report_dataset, keys = report.dataset, report.partitions
     if batches.partition_mode(_db(args), keys) == "batch":
         return _run_batches(args, report_dataset, keys)
     stats = _run(args, report_dataset, keys)
@@ -278,7 +285,12 @@ def _run_batches(args: argparse.Namespace, dataset: str, keys: list[str]) -> int
         raise CliError(f"Batch API: {exc}") from None
     print(
         f"\r{dataset}: {len(report.submitted)} batch(es) submitted, {len(report.loaded)} "
-        f"loaded ({report.loaded_rows:,} lines), {len(report.open)} still open",
+        f"loaded ({report.loaded_rows:,} lines), {len(report.open)} still open"
+        + (
+            f" ({len(report.skipped)} chunk(s) not submitted again: their batch is still open)"
+            if report.skipped
+            else ""
+        ),
         file=sys.stderr,
     )
     if args.output:
@@ -316,14 +328,15 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    settings = Settings(
-        api_key=_api_key(),
-        limits=resolve_limits(0),  # unused: the Batch API has no real-time limits
-        base_url=os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL),
-    )
     try:
         cancelled = asyncio.run(
-            batches.cancel(_db(args), settings, batch_id=args.batch_id, dataset=args.dataset)
+            batches.cancel(
+                _db(args),
+                api_key=_api_key(),
+                base_url=env_base_url(),
+                batch_id=args.batch_id,
+                dataset=args.dataset,
+            )
         )
     except ApiError as exc:
         raise CliError(f"Batch API: {exc}") from None
@@ -335,17 +348,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
-    _, rows = query(
-        _db(args),
-        "SELECT DISTINCT partition_key FROM pending_items "
-        "WHERE dataset = $dataset AND status = 'failed' ORDER BY 1",
-        {"dataset": args.dataset},
-    )
-    keys = [k for (k,) in rows]
+    rows = named(_db(args), "queries/failed_partitions", {"dataset": args.dataset})
+    keys = [row["partition_key"] for row in rows]
     if not keys:
         print(f"{args.dataset}: no failed items", file=sys.stderr)
         return 0
-    args.missing_only = False
     if batches.partition_mode(_db(args), keys) == "batch":
         return _run_batches(args, args.dataset, keys)
     stats = _run(args, args.dataset, keys)
@@ -365,10 +372,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     try:
         plan = Plan(
-            limits=resolve_limits(
-                args.tier, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, tpd=args.tpd
-            ),
-            currency=platform_currency(os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL)),
+            limits=configured_limits(args),
+            currency=platform_currency(env_base_url()),
             fill=args.fill,
             latency_s=args.latency,
             deadline_s=parse_duration(args.deadline) if args.deadline else None,
@@ -438,15 +443,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(items=args.items, workdir=Path(args.workdir))
 
 
-def _partitions(db: Path, dataset: str) -> list[str]:
-    _, rows = query(
-        db,
-        "SELECT DISTINCT partition_key FROM items WHERE dataset = $dataset ORDER BY 1",
-        {"dataset": dataset},
-    )
-    return [k for (k,) in rows]
-
-
 def _print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
@@ -477,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry-failed", help="re-run only the failed items of a dataset")
     p.add_argument("--dataset", required=True)
     p.add_argument("-o", "--output", help="write the dataset's results here afterwards")
-    _add_run_flags(p)
+    _add_run_flags(p, missing_only=False)
     _add_batch_flags(p)
     p.set_defaults(func=cmd_retry_failed)
 

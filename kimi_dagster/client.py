@@ -8,6 +8,7 @@ prints the client's CPU per request). One client per run, its pool sized to its 
 from __future__ import annotations
 
 import enum
+import os
 import re
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +20,13 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
+
+
+def env_base_url() -> str:
+    """``$MOONSHOT_BASE_URL`` (the .cn platform or a simulator), else the international one."""
+    return os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL)
+
+
 _RETRY_AFTER = re.compile(r"try again after (\d+(?:\.\d+)?) ?s", re.IGNORECASE)
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
 _NAMED_LIMIT = re.compile(r"max (RPM|TPM|TPD|concurrency)\s*:?\s*(\d[\d,]*)", re.IGNORECASE)

@@ -43,7 +43,6 @@ class IngestReport:
     unchanged: int = 0
     rejected: int = 0
     est_input_tokens: int = 0
-    max_output_tokens: int = 0
     rejections: list[tuple[int, str]] = field(default_factory=list)  # first few (line, reason)
     partitions: list[str] = field(default_factory=list)  # every chunk key of the dataset
     new_partitions: list[str] = field(default_factory=list)  # the chunks this ingest created
@@ -68,6 +67,12 @@ def check_dataset_name(name: str) -> str:
             "(it becomes part of partition keys)"
         )
     return name
+
+
+def dataset_of(partition_key: str) -> str:
+    """The dataset a chunk key belongs to: keys are ``<dataset>-NNNNN`` (numbered by
+    ``sql/ingest/3_insert_items.sql``), so ``seo_articles-00012`` -> ``seo_articles``."""
+    return partition_key.rsplit("-", 1)[0]
 
 
 def ingest_file(
@@ -211,9 +216,7 @@ def _load(
                 "rejected": report.rejected,
             },
         )
-        report.est_input_tokens, report.max_output_tokens = run_sql(
-            con, "queries/dataset_token_totals", params
-        ).fetchone()
+        (report.est_input_tokens,) = run_sql(con, "queries/dataset_token_totals", params).fetchone()
         every = run_sql(con, "queries/dataset_partitions", {**params, "min_chunk": 0}).fetchall()
         report.partitions = [k for (k,) in every]
         new = run_sql(con, "queries/dataset_partitions", params).fetchall()

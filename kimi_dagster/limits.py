@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,23 @@ def resolve_limits(
     if isinstance(tier, bool) or tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}: tiers are {min(TIERS)} to {max(TIERS)}")
     return replace(TIERS[tier], **given)
+
+
+class LimitSettings(Protocol):
+    """Where a tier and its overrides are configured: the CLI's flags or ``KimiResource``."""
+
+    tier: int | None
+    concurrency: int | None
+    rpm: int | None
+    tpm: int | None
+    tpd: int | None
+
+
+def configured_limits(config: LimitSettings) -> Limits:
+    """``resolve_limits`` with the tier and the overrides read off ``config``."""
+    return resolve_limits(
+        config.tier, concurrency=config.concurrency, rpm=config.rpm, tpm=config.tpm, tpd=config.tpd
+    )
 
 
 @dataclass(frozen=True, slots=True, eq=False)

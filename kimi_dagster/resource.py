@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from kimi_dagster.client import DEFAULT_BASE_URL
+from kimi_dagster.client import env_base_url
 from kimi_dagster.engine import Settings, platform_currency
 from kimi_dagster.estimate import Plan
-from kimi_dagster.limits import resolve_limits
+from kimi_dagster.limits import configured_limits
 from kimi_dagster.runner import RunOptions
 from kimi_dagster.store import default_db_path
 
@@ -30,7 +29,7 @@ class KimiResource(ConfigurableResource):
         description="API key; pass EnvVar('MOONSHOT_API_KEY') so it never shows in run config."
     )
     base_url: str = Field(
-        default_factory=lambda: os.environ.get("MOONSHOT_BASE_URL", DEFAULT_BASE_URL),
+        default_factory=env_base_url,
         description="API base: https://api.moonshot.ai/v1 (USD), https://api.moonshot.cn/v1 "
         "(CNY), or a simulator. Defaults to $MOONSHOT_BASE_URL.",
     )
@@ -66,9 +65,7 @@ class KimiResource(ConfigurableResource):
 
     def settings(self, pool_limit: int | None = None) -> Settings:
         """The run's settings; ``pool_limit`` is used when ``share`` is not set."""
-        limits = resolve_limits(
-            self.tier, concurrency=self.concurrency, rpm=self.rpm, tpm=self.tpm, tpd=self.tpd
-        )
+        limits = configured_limits(self)
         share = self.share or pool_limit or 1
         return Settings(
             api_key=self.api_key,
@@ -86,10 +83,7 @@ class KimiResource(ConfigurableResource):
 
     def estimate_plan(self) -> Plan:
         """What ``estimate`` assumes for this account: its whole limits, its currency."""
-        limits = resolve_limits(
-            self.tier, concurrency=self.concurrency, rpm=self.rpm, tpm=self.tpm, tpd=self.tpd
-        )
-        return Plan(limits=limits, currency=platform_currency(self.base_url))
+        return Plan(limits=configured_limits(self), currency=platform_currency(self.base_url))
 
 
 class KimiStore(ConfigurableResource):

@@ -40,7 +40,7 @@ class RunStats:
     failed_by_type: Counter[str] = field(default_factory=Counter)  # final failures
     budget_exhausted: bool = False
     budgets: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (cap, spent)
-    unmerged: bool = False
+    unmerged: bool = False  # a periodic merge found the file busy: results waited in the spool
     started: float = 0.0
     ended: float | None = None
     _latencies: list[float] = field(default_factory=list)
@@ -176,6 +176,8 @@ class RunStats:
             "in_flight": live.in_flight if live else None,
             "eta_seconds": None if eta is None else round(eta, 1),
         }
+        if self.unmerged:
+            data["merge_deferred"] = True
         for name, (cap, spent) in sorted(self.budgets.items()):
             data[f"budget_{name}_usd"] = cap
             data[f"budget_{name}_consumed"] = round(spent / cap, 4) if cap else 1.0

@@ -404,7 +404,9 @@ def test_cancel_adopts_a_batch_created_by_a_crashed_submitter(
         asyncio.run(batches.sync_partitions(db, report.partitions, settings(sim)))
     monkeypatch.setattr(batches, "_record_status", original)
 
-    (cancelled,) = asyncio.run(batches.cancel(db, settings(sim), dataset="t"))
+    (cancelled,) = asyncio.run(
+        batches.cancel(db, api_key=SIM_KEY, base_url=sim.base_url, dataset="t")
+    )
     (provider,) = provider_batches(sim)
     assert cancelled.batch_id == provider["id"] and provider["status"] in (
         "cancelling",

@@ -1,3 +1,2 @@
--- Estimated input tokens and the max_tokens ceiling over a whole dataset.
-SELECT coalesce(sum(est_input_tokens), 0), coalesce(sum(max_tokens), 0)
-FROM items WHERE dataset = $dataset;
+-- Estimated input tokens over a whole dataset (the ingest report's est_input_tokens).
+SELECT coalesce(sum(est_input_tokens), 0) FROM items WHERE dataset = $dataset;
