@@ -133,6 +133,8 @@ def dagster_home(work: Path, pool_limit: int) -> Path:
     home = work / "dagster_home"
     home.mkdir()
     text = (ROOT / "dagster_home" / "dagster.yaml").read_text()
+    if "default_limit: 3" not in text:
+        raise RuntimeError("dagster_home/dagster.yaml no longer sets the pool's default_limit: 3")
     (home / "dagster.yaml").write_text(
         text.replace("default_limit: 3", f"default_limit: {pool_limit}")
     )
