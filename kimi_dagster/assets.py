@@ -127,7 +127,11 @@ def kimi_assets(
     class IngestConfig(dg.Config):
         path: str = Field(description="JSONL file to ingest")
         dataset: str | None = Field(default=None, description="Default: from the file name")
-        chunk_size: int = Field(default=default_chunk_size, description="Items per chunk")
+        chunk_size: int | None = Field(
+            default=None,
+            description=f"Items per chunk of a new dataset (default {default_chunk_size}); an "
+            "existing dataset keeps its own",
+        )
         model: str = Field(default=defaults.model, description="Model for lines without one")
         max_tokens: int = Field(default=defaults.max_tokens, description="For lines without one")
         mode: str | None = Field(
@@ -153,6 +157,7 @@ def kimi_assets(
             dataset=config.dataset,
             chunk_size=config.chunk_size,
             defaults=ItemDefaults(model=config.model, max_tokens=config.max_tokens),
+            default_chunk_size=default_chunk_size,
         )
         if config.mode:
             batches.set_dataset_mode(store.db_path, report.dataset, config.mode)

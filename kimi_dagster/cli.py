@@ -104,8 +104,8 @@ def _add_item_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-size",
         type=int,
-        default=DEFAULT_CHUNK_SIZE,
-        help=f"items per chunk partition (default {DEFAULT_CHUNK_SIZE})",
+        help=f"items per chunk partition of a new dataset (default {DEFAULT_CHUNK_SIZE}); an "
+        "existing dataset keeps its own",
     )
     parser.add_argument(
         "--model",

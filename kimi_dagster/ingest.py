@@ -80,26 +80,36 @@ def ingest_file(
     path: str | os.PathLike[str],
     *,
     dataset: str | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     defaults: ItemDefaults = DEFAULTS,
+    default_chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> IngestReport:
-    """Ingest one JSONL file into a dataset (named after the file unless given)."""
+    """Ingest one JSONL file into a dataset (named after the file unless given). A new dataset
+    is chunked by ``chunk_size`` (else ``default_chunk_size``); an existing one keeps its own
+    and refuses a different ``chunk_size``, since its chunk keys are already numbered by it."""
     source = Path(path).resolve()
     if not source.is_file():
         raise FileNotFoundError(f"input file not found: {source}")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     dataset = check_dataset_name(dataset or dataset_name(source))
     ensure_schema(db_path)
     with connect(db_path, read_only=True) as con:
         catalogue = Catalogue.from_connection(con)
+        stored = run_sql(con, "queries/dataset_chunk_size", {"dataset": dataset}).fetchone()
+    if stored and chunk_size is not None and chunk_size != stored[0]:
+        raise ValueError(
+            f"dataset {dataset!r} is chunked by {stored[0]:,} items and cannot change to "
+            f"{chunk_size:,}: ingest without a chunk size (it keeps {stored[0]:,}), or name a "
+            "new dataset for the other chunk size"
+        )
 
     report = IngestReport(dataset=dataset, source_file=str(source))
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=Path(db_path).resolve().parent))
     staged, rejected = work / "staged.jsonl", work / "rejected.jsonl"
     try:
         _validate(source, staged, rejected, defaults, catalogue, report)
-        _load(db_path, staged, rejected, chunk_size, report)
+        _load(db_path, staged, rejected, chunk_size or default_chunk_size, report)
     finally:
         for file in (staged, rejected):
             file.unlink(missing_ok=True)
@@ -194,6 +204,7 @@ def _load(
     }
     with connect(db_path) as con:
         con.execute("BEGIN")
+        run_sql(con, "ingest/0_forget_rejections", params)
         run_sql(con, "queries/register_dataset", params)
         params["chunk_size"] = run_sql(con, "queries/dataset_chunk_size", params).fetchone()[0]
         params["min_chunk"] = run_sql(con, "queries/next_chunk", params).fetchone()[0]

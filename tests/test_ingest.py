@@ -84,3 +84,32 @@ def test_huge_and_non_utf8_lines_do_not_stop_the_ingest(db, write_jsonl) -> None
 def test_dataset_names_are_partition_safe() -> None:
     assert dataset_name("/x/SEO Articles, v2.jsonl") == "seo_articles_v2"
     assert dataset_name("/x/---.jsonl") == "dataset"
+
+
+def test_a_fixed_line_ingested_again_is_no_longer_rejected(db, write_jsonl) -> None:
+    lines = [{"id": "q0", "message": "fine"}, b"{broken", {"id": "q0", "message": "dup"}]
+    path = write_jsonl("fix.jsonl", lines)
+    assert ingest_file(db, path).rejected == 2
+    assert rows(db, "SELECT line_no FROM rejected_lines ORDER BY 1") == [(2,), (3,)]
+    lines[1] = {"id": "q1", "message": "repaired"}
+    write_jsonl("fix.jsonl", lines)  # line 2 fixed, line 3 still a duplicate
+    report = ingest_file(db, path)
+    assert (report.accepted, report.rejected) == (1, 1)
+    assert rows(db, "SELECT line_no FROM rejected_lines") == [(3,)]
+    other = write_jsonl("other.jsonl", [b"{also broken"])
+    ingest_file(db, other, dataset="fix")  # another file's rejections are its own
+    ingest_file(db, path)
+    assert rows(db, "SELECT line_no FROM rejected_lines ORDER BY 1") == [(1,), (3,)]
+
+
+def test_a_different_chunk_size_for_an_existing_dataset_is_refused(db, write_jsonl) -> None:
+    path = write_jsonl("sized.jsonl", [{"id": f"q{i}", "message": f"q {i}"} for i in range(5)])
+    assert len(ingest_file(db, path, chunk_size=2).partitions) == 3
+    more = write_jsonl("sized.jsonl", [{"id": f"q{i}", "message": f"q {i}"} for i in range(7)])
+    with pytest.raises(ValueError, match=r"chunked by 2 items and cannot change to 1,000"):
+        ingest_file(db, more, chunk_size=1_000)
+    assert rows(db, "SELECT count(*) FROM items") == [(5,)]
+    assert ingest_file(db, more, chunk_size=2).accepted == 2  # the same size is fine
+    write_jsonl("sized.jsonl", [{"id": f"q{i}", "message": f"q {i}"} for i in range(9)])
+    report = ingest_file(db, more)  # none given: the dataset's own
+    assert report.partitions == [f"sized-{n:05d}" for n in range(5)]
