@@ -460,8 +460,9 @@ def _attempt_records(
             "gateway_tokens": 0, "final": True,
         }  # fmt: skip
         try:
-            if line.get("error") or status != 200:
-                raise classify(status or 500, orjson.dumps({"error": line.get("error")}))
+            if line.get("error") or status != 200:  # the reason: top-level, else in the body
+                failure = orjson.dumps({"error": line["error"]}) if line.get("error") else body
+                raise classify(status or 500, failure)
             reply = parse_reply(body)
         except ApiError as error:
             base.update(
