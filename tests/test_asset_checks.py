@@ -9,6 +9,7 @@ import warnings
 import dagster as dg
 import orjson
 import pytest
+from in_process import materialize_chunk, materialize_ingest
 
 from kimi_dagster.assets import kimi_assets
 from kimi_dagster.cli import main
@@ -45,13 +46,7 @@ def account(sim, **budget) -> KimiResource:
 
 
 def materialize(pipeline, instance, resources, key: str):
-    result = dg.materialize(
-        pipeline.assets,
-        selection=["kimi_results"],
-        partition_key=key,
-        instance=instance,
-        resources=resources,
-    )
+    result = materialize_chunk(pipeline, instance, resources, key)
     meta = {k: v.value for k, v in result.asset_materializations_for_node("kimi_results")[0]
             .metadata.items()}  # fmt: skip
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -67,13 +62,7 @@ def test_metadata_and_checks_through_real_materializations(
     store = KimiStore(path=str(db))
     resources = {"kimi": account(sim), "store": store}
 
-    ingest = dg.materialize(
-        pipeline.assets,
-        selection=["kimi_inputs"],
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
-    )
+    ingest = materialize_ingest(pipeline, instance, resources, source)
     estimate = {
         k: v.value for k, v in ingest.asset_materializations_for_node("kimi_inputs")[0]
         .metadata.items() if k.startswith("estimate_")

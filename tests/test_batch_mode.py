@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from conftest import SIM_KEY, item_lines
+from in_process import materialize_chunk, materialize_ingest
 
 from kimi_dagster import batches
 from kimi_dagster.cli import main
@@ -326,12 +327,11 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
 
         def materialize(key: str, request: dg.RunRequest | None = None) -> dict:
-            result = dg.materialize(
-                pipeline.assets,
-                selection=["kimi_results"],
-                partition_key=key,
-                instance=instance,
-                resources=resources,
+            result = materialize_chunk(
+                pipeline,
+                instance,
+                resources,
+                key,
                 run_config=request.run_config if request else {},
                 tags=request.tags if request else None,
                 raise_on_error=False,
@@ -350,14 +350,7 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
             ) as context:
                 return sensor.evaluate_tick(context)
 
-        ingest_config = {"path": str(source), "mode": "batch"}
-        dg.materialize(
-            pipeline.assets,
-            selection=["kimi_inputs"],
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"kimi_inputs": {"config": ingest_config}}},
-        )
+        materialize_ingest(pipeline, instance, resources, source, mode="batch")
         keys = instance.get_dynamic_partitions("kimi_chunks")
         for key in keys:  # the dataset's stored mode: no run config needed
             meta = materialize(key)

@@ -10,6 +10,7 @@ import duckdb
 import orjson
 import pytest
 from conftest import item_lines
+from in_process import materialize_chunk, materialize_ingest
 
 from kimi_dagster.assets import kimi_assets
 from kimi_dagster.resource import KimiResource, KimiStore
@@ -40,26 +41,14 @@ def test_materialize_partitions_writes_exactly_the_simulators_replies(
         "store": KimiStore(path=str(db)),
     }
 
-    ingest = dg.materialize(
-        pipeline.assets,
-        selection=["kimi_inputs"],
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
-    )
+    ingest = materialize_ingest(pipeline, instance, resources, source)
     meta = ingest.asset_materializations_for_node("kimi_inputs")[0].metadata
     assert meta["accepted"].value == 45 and meta["rejected"].value == 1
     keys = instance.get_dynamic_partitions("kimi_chunks")
     assert keys == ["tickets-00000", "tickets-00001", "tickets-00002"]
 
     for key in keys:
-        result = dg.materialize(
-            pipeline.assets,
-            selection=["kimi_results"],
-            partition_key=key,
-            instance=instance,
-            resources=resources,
-        )
+        result = materialize_chunk(pipeline, instance, resources, key)
         assert result.success
         checks = result.get_asset_check_evaluations()
         assert {c.check_name: c.passed for c in checks} == {
@@ -91,13 +80,7 @@ def test_materialize_partitions_writes_exactly_the_simulators_replies(
     assert ledger[1] == pytest.approx(sum(b["cost_usd"] for b in bill), abs=1e-6)
 
     # Re-materializing a finished partition sends nothing and changes nothing.
-    dg.materialize(
-        pipeline.assets,
-        selection=["kimi_results"],
-        partition_key=keys[0],
-        instance=instance,
-        resources=resources,
-    )
+    materialize_chunk(pipeline, instance, resources, keys[0])
     assert len(sim.bill()) == 45
 
 
@@ -111,21 +94,8 @@ def test_fatal_error_fails_the_run_without_retries(sim, instance, tmp_path, writ
         "store": KimiStore(path=str(db)),
     }
     sim.configure(api_key="sk-the-right-key")
-    dg.materialize(
-        pipeline.assets,
-        selection=["kimi_inputs"],
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
-    )
-    result = dg.materialize(
-        pipeline.assets,
-        selection=["kimi_results"],
-        partition_key="t-00000",
-        instance=instance,
-        resources=resources,
-        raise_on_error=False,
-    )
+    materialize_ingest(pipeline, instance, resources, source)
+    result = materialize_chunk(pipeline, instance, resources, "t-00000", raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "incorrect_api_key_error" in failure.step_failure_data.error.message

@@ -8,6 +8,7 @@ import warnings
 
 import dagster as dg
 from conftest import item_lines
+from in_process import materialize_chunk, materialize_ingest
 
 from kimi_dagster.assets import kimi_assets
 from kimi_dagster.resource import KimiResource, KimiStore
@@ -30,24 +31,9 @@ def test_progress_during_a_partition_and_numeric_metadata_per_partition(
         ),
         "store": KimiStore(path=str(tmp_path / "kimi.duckdb")),
     }
-    dg.materialize(
-        pipeline.assets,
-        selection=["kimi_inputs"],
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
-    )
+    materialize_ingest(pipeline, instance, resources, source)
     keys = instance.get_dynamic_partitions("kimi_chunks")
-    runs = {
-        key: dg.materialize(
-            pipeline.assets,
-            selection=["kimi_results"],
-            partition_key=key,
-            instance=instance,
-            resources=resources,
-        )
-        for key in keys
-    }
+    runs = {key: materialize_chunk(pipeline, instance, resources, key) for key in keys}
 
     run = runs[keys[0]]
     records = instance.all_logs(run.run_id)

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 from conftest import SIM_KEY, item_lines
+from in_process import materialize_chunk, materialize_ingest
 
 from kimi_dagster.assets import kimi_assets
 from kimi_dagster.engine import Settings, process_partitions
@@ -76,23 +77,16 @@ def test_asset_missing_only_config(sim, tmp_path, write_jsonl) -> None:
         "store": KimiStore(path=str(db)),
     }
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        dg.materialize(
-            pipeline.assets,
-            selection=["kimi_inputs"],
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
-        )
+        materialize_ingest(pipeline, instance, resources, source)
 
         def materialize(missing_only: bool | None) -> Counter[str]:
             before = len(sim.requests())
             config = {} if missing_only is None else {"missing_only": missing_only}
-            result = dg.materialize(
-                pipeline.assets,
-                selection=["kimi_results"],
-                partition_key="cfg-00000",
-                instance=instance,
-                resources=resources,
+            result = materialize_chunk(
+                pipeline,
+                instance,
+                resources,
+                "cfg-00000",
                 run_config={"ops": {"kimi_results": {"config": config}}},
             )
             assert result.success

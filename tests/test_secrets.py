@@ -22,6 +22,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 from conftest import item_lines
+from in_process import materialize_chunk, materialize_ingest
 
 from kimi_dagster.assets import kimi_assets
 from kimi_dagster.resource import KimiResource, KimiStore
@@ -100,27 +101,18 @@ def test_keys_appear_nowhere_after_runs_with_good_and_rejected_keys(
         return KimiResource(api_key=dg.EnvVar(var), base_url=sim.base_url, tier=5, timeout=10)
 
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        ingest = dg.materialize(
-            pipeline.assets,
-            selection=["kimi_inputs"],
-            instance=instance,
-            resources={"kimi": kimi("MOONSHOT_API_KEY"), "store": store},
-            run_config={"ops": {"kimi_inputs": {"config": {"path": str(source)}}}},
+        ingest = materialize_ingest(
+            pipeline, instance, {"kimi": kimi("MOONSHOT_API_KEY"), "store": store}, source
         )
-        good = dg.materialize(
-            pipeline.assets,
-            selection=["kimi_results"],
-            partition_key="secrets-00000",
-            instance=instance,
-            resources={"kimi": kimi("MOONSHOT_API_KEY"), "store": store},
+        good = materialize_chunk(
+            pipeline, instance, {"kimi": kimi("MOONSHOT_API_KEY"), "store": store}, "secrets-00000"
         )
         assert good.success
-        bad = dg.materialize(
-            pipeline.assets,
-            selection=["kimi_results"],
-            partition_key="secrets-00001",
-            instance=instance,
-            resources={"kimi": kimi("KIMI_WRONG_KEY"), "store": store},
+        bad = materialize_chunk(
+            pipeline,
+            instance,
+            {"kimi": kimi("KIMI_WRONG_KEY"), "store": store},
+            "secrets-00001",
             raise_on_error=False,
         )
         assert not bad.success

@@ -20,6 +20,7 @@ from dagster_process import (
     wait_for,
     write_definitions,
 )
+from in_process import materialize_chunk
 from outcomes import assert_every_item_succeeded_once
 
 from kimi_dagster.assets import kimi_assets
@@ -90,13 +91,7 @@ def test_terminated_run_leaves_nothing_half_written_and_reruns(sim, tmp_path) ->
         pass
 
     sent_before = len(sim.requests())
-    result = dg.materialize(
-        pipeline.assets,
-        selection=["kimi_results"],
-        partition_key="jobs-00000",
-        instance=instance,
-        resources=resources,
-    )
+    result = materialize_chunk(pipeline, instance, resources, "jobs-00000")
     assert result.success
     assert len(sim.requests()) == sent_before + 1  # only the item the terminated run missed
     assert_every_item_succeeded_once(db, sim, ITEMS)
