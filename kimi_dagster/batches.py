@@ -238,8 +238,7 @@ def _allowance(
     con: duckdb.DuckDBPyConnection, keys: Sequence[str], settings: Settings
 ) -> _Allowance:
     caps = run_caps(read_budgets(con, partition_keys=keys), settings.options.dataset_budgets_usd)
-    reserved = dict(run_sql(con, "queries/batch_reserved").fetchall())
-    left = {d: cap[0] - cap[1] - reserved.get(d, 0.0) for d, cap in caps.items()}  # cap, spent
+    left = {d: cap[0] - cap[1] for d, cap in caps.items()}  # cap less spent and open batches'
     return _Allowance(left, settings.options.budget_usd)
 
 

@@ -23,8 +23,9 @@ class DatasetBudget:
     dataset: str
     budget_usd: float | None  # None: no cap stored
     spent_usd: float  # every attempt of the dataset in the ledger
+    reserved_usd: float  # worst case of its batches not loaded yet (not in the ledger)
     left_usd: float | None
-    others_usd: float  # spent by runs other than the one asking
+    others_usd: float  # spent by runs other than the one asking, and reserved by batches
 
 
 def read_budgets(
@@ -46,21 +47,23 @@ def read_budgets(
 def run_caps(
     stored: Mapping[str, DatasetBudget], configured: Mapping[str, float]
 ) -> dict[str, tuple[float, float, float]]:
-    """Per dataset with a cap: (the stricter cap, spent so far, spent by other runs) for the
-    runner to reserve in."""
+    """Per dataset with a cap: (the stricter cap, spent or reserved so far, spent or reserved by
+    others) for the runner to reserve in; an open batch may still be billed its worst case."""
     caps: dict[str, tuple[float, float, float]] = {}
     for name, budget in stored.items():
         limits = [b for b in (budget.budget_usd, configured.get(name)) if b is not None]
         if limits:
-            caps[name] = (min(limits), budget.spent_usd, budget.others_usd)
+            taken = budget.spent_usd + budget.reserved_usd
+            caps[name] = (min(limits), taken, budget.others_usd)
     return caps
 
 
 def others_spend(
     db_path: str | os.PathLike[str], partition_keys: Sequence[str], run_id: str
 ) -> dict[str, float]:
-    """What runs other than ``run_id`` have spent on the datasets of ``partition_keys`` so far
-    (as merged into the file): a running run re-reads it to see concurrent runs' spend."""
+    """What runs other than ``run_id`` have spent (or open batches reserved) on the datasets of
+    ``partition_keys`` so far, as merged into the file: a running run re-reads it to see
+    concurrent runs' spend."""
     with connect(db_path, read_only=True, timeout=2.0) as con:
         stored = read_budgets(con, partition_keys=partition_keys, run_id=run_id)
     return {name: budget.others_usd for name, budget in stored.items()}

@@ -13,6 +13,8 @@ import orjson
 import pytest
 from conftest import SIM_KEY, item_lines
 
+from kimi_dagster import batches
+from kimi_dagster.budgets import set_budget
 from kimi_dagster.catalogue import Catalogue
 from kimi_dagster.client import KimiClient
 from kimi_dagster.engine import Settings, process_partitions
@@ -117,3 +119,19 @@ def test_an_item_no_window_admits_fails_alone_with_its_reason(sim, db, write_jso
     assert set(rows.values()) == {("succeeded", None)}
     assert "item0002" in message and "9,850" in message and "max_tokens" in message
     assert "item0002" not in {entry["request_id"].split(":")[1] for entry in sim.requests()}
+
+
+def test_a_real_time_run_leaves_what_open_batches_reserved(sim, db, write_jsonl) -> None:
+    """A batch submitted but not loaded may still be billed its worst case: a real-time run of
+    the same dataset counts it against the dataset's cap, as a second batch would."""
+    sim.configure(batch_delays=[60, 60, 60])  # the batch stays open for the whole test
+    report = ingest_file(db, write_jsonl("t.jsonl", item_lines(40, max_tokens=64)), chunk_size=20)
+    settings = Settings(api_key=SIM_KEY, limits=resolve_limits(5), base_url=sim.base_url)
+    asyncio.run(batches.run_batch_mode(db, report.partitions[:1], settings, wait=False))
+    (open_batch,) = batches.list_batches(db, open_only=True)
+    set_budget(db, "t", open_batch.worst_cost_usd * 1.5)  # room for half as much again
+    stats = asyncio.run(process_partitions(db, report.partitions[1:], settings, run_id="rt"))
+    assert stats.budget_exhausted and 0 < stats.succeeded < 20
+    with duckdb.connect(str(db), read_only=True) as con:
+        spent = con.execute("SELECT sum(cost_usd)::DOUBLE FROM attempts").fetchone()[0]
+    assert spent + open_batch.worst_cost_usd <= open_batch.worst_cost_usd * 1.5
