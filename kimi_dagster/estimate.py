@@ -30,7 +30,7 @@ from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, DEFAULTS, ingest_file
 from kimi_dagster.inputs import ItemDefaults
 from kimi_dagster.limits import Limits
 from kimi_dagster.reports import refresh
-from kimi_dagster.store import connect, run_sql, sql_string
+from kimi_dagster.store import connect, run_sql, sql, sql_string
 
 DEFAULT_FILL = 0.5  # share of max_tokens an answer is assumed to use when there is no history
 DEFAULT_LATENCY_S = 10.0  # seconds per request assumed when there is no history
@@ -184,7 +184,7 @@ def estimate_file(
         else:
             refresh(db_path)
             with connect(db_path, read_only=True) as con:
-                con.execute(f"ATTACH '{sql_string(scratch)}' AS scratch (READ_ONLY)")
+                con.execute(sql("queries/attach_scratch").format(path=sql_string(scratch)))
                 run_sql(con, "queries/estimate_scope_file", {"dataset": report.dataset})
                 result = _estimate(con, report.dataset, plan, history or report.dataset)
     return replace(result, rejected_lines=report.rejected)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from kimi_dagster.spool import merged
-from kimi_dagster.store import run_sql, sql_string
+from kimi_dagster.store import run_sql, sql, sql_string
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
@@ -48,11 +48,11 @@ def export_results(
         summary |= summary_extra or {}
         run_sql(con, "queries/export_items_table", params)
         tmp = out.with_name(out.name + ".part")
-        if fmt == "parquet":
-            con.execute(f"COPY export_items TO '{sql_string(tmp)}' (FORMAT parquet)")
-        else:
-            con.execute(f"COPY export_items TO '{sql_string(tmp)}' (FORMAT json)")
-        con.execute("DROP TABLE export_items")
+        copy = sql("queries/export_copy")
+        con.execute(
+            copy.format(path=sql_string(tmp), format="parquet" if fmt == "parquet" else "json")
+        )
+        run_sql(con, "queries/export_drop")
     if fmt == "json":
         _wrap_json(tmp, out, summary)
     else:

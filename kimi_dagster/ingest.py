@@ -232,5 +232,5 @@ def _load(
         report.partitions = [k for (k,) in every]
         new = run_sql(con, "queries/dataset_partitions", params).fetchall()
         report.new_partitions = [k for (k,) in new]
-        con.execute("DROP TABLE staged")
+        run_sql(con, "ingest/5_drop_stage")
         con.execute("COMMIT")

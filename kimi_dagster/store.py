@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,4 +156,15 @@ def schema_current(path: str | os.PathLike[str]) -> bool:
             applied = {v for (v,) in run_sql(con, "queries/schema_versions").fetchall()}
         except duckdb.CatalogException:
             return False
-    return {int(file.name[:3]) for file in schema_files()} <= applied
+        defined = {name for (name,) in run_sql(con, "queries/defined_names").fetchall()}
+    return {int(file.name[:3]) for file in schema_files()} <= applied and view_names() <= defined
+
+
+def view_names() -> set[str]:
+    """The views and macros ``sql/views/`` creates (a file from an older version may lack some)."""
+    pattern = re.compile(r"CREATE OR REPLACE (?:VIEW|MACRO) (\w+)", re.IGNORECASE)
+    return {
+        match[1]
+        for file in (SQL_DIR / "views").glob("*.sql")
+        for match in pattern.finditer(file.read_text())
+    }

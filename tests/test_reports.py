@@ -9,6 +9,7 @@ import pytest
 
 from kimi_dagster import reports, store
 from kimi_dagster.spool import spool_dir
+from kimi_dagster.store import connect
 
 
 def _refuse(*_args, **_kwargs):
@@ -31,6 +32,13 @@ def test_a_read_writes_only_what_the_file_needs(tmp_path: Path, monkeypatch) -> 
     reports.refresh(fresh)
     monkeypatch.setattr(store, "_ready", set())
     assert store.schema_current(fresh)
+
+    with connect(db) as con:  # as a file written before a view or macro was added
+        con.execute("DROP MACRO still_to_send")
+    assert not store.schema_current(db)
+    reports.refresh(db)
+    monkeypatch.setattr(store, "_ready", set())
+    assert store.schema_current(db)
 
     spool_dir(db).mkdir()
     (spool_dir(db) / "left-000001.jsonl").write_bytes(b"")

@@ -18,7 +18,7 @@ WITH history AS (
            CASE WHEN h.output_tokens IS NULL THEN e.max_tokens * $fill
                 ELSE least(e.max_tokens, h.output_tokens) END AS output_tokens,
            coalesce(h.cache_ratio, 0) AS cache_ratio,
-           r.status IS NULL OR (r.status = 'failed' AND $retry_failed) AS pending
+           still_to_send(r.status, $retry_failed) AS pending
     FROM estimate_items e
     LEFT JOIN results r ON r.dataset = e.dataset AND r.item_id = e.item_id
     LEFT JOIN history h ON h.model = e.model

@@ -3,4 +3,4 @@ SELECT count(*)
 FROM items i
 LEFT JOIN results r ON r.dataset = i.dataset AND r.item_id = i.item_id
 WHERE list_contains($partition_keys, i.partition_key)
-  AND (r.status IS NULL OR (r.status = 'failed' AND $retry_failed));
+  AND still_to_send(r.status, $retry_failed);

@@ -4,5 +4,5 @@ SELECT i.dataset, i.item_id, i.partition_key, i.model, i.max_tokens, i.est_input
 FROM items i
 LEFT JOIN results r ON r.dataset = i.dataset AND r.item_id = i.item_id
 WHERE i.partition_key = $partition_key
-  AND (r.status IS NULL OR (r.status = 'failed' AND $retry_failed))
+  AND still_to_send(r.status, $retry_failed)
 ORDER BY i.line_no;
