@@ -17,7 +17,7 @@ from kimi_dagster import batches
 from kimi_dagster.batch_sensor import batch_sensor
 from kimi_dagster.claims import ChunkBusy
 from kimi_dagster.client import ApiError, ErrorKind
-from kimi_dagster.engine import process_partitions
+from kimi_dagster.engine import platform_currency, process_partitions
 from kimi_dagster.estimate import estimate_stored
 from kimi_dagster.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_file
 from kimi_dagster.inputs import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ItemDefaults
@@ -158,6 +158,7 @@ def kimi_assets(
             chunk_size=config.chunk_size,
             defaults=ItemDefaults(model=config.model, max_tokens=config.max_tokens),
             default_chunk_size=default_chunk_size,
+            currency=platform_currency(kimi.base_url),
         )
         if config.mode:
             batches.set_dataset_mode(store.db_path, report.dataset, config.mode)

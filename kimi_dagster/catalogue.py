@@ -86,7 +86,10 @@ class Catalogue:
         try:
             return self.prices[model, currency]
         except KeyError:
+            priced = sorted(name for name, cur in self.prices if cur == currency)
             raise UnknownModel(
-                f"no {currency} price for model {model!r}; add a row to a prices CSV "
-                "(columns as sql/prices.csv) and point $KIMI_DAGSTER_PRICES at it"
+                f"no {currency} price for model {model!r} (models priced in {currency}: "
+                f"{', '.join(priced) or 'none'}; the .cn platform bills in CNY, the .ai one in "
+                "USD); use one of those, or add a row to a prices CSV (columns as "
+                "sql/prices.csv) and point $KIMI_DAGSTER_PRICES at it"
             ) from None

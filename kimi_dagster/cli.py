@@ -16,6 +16,7 @@ import orjson
 
 from kimi_dagster import batches
 from kimi_dagster.budgets import set_budget
+from kimi_dagster.catalogue import UnknownModel
 from kimi_dagster.claims import ChunkBusy
 from kimi_dagster.client import ApiError, env_base_url
 from kimi_dagster.engine import Settings, platform_currency, process_partitions
@@ -575,7 +576,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, FileNotFoundError, ValueError, ChunkBusy, DatabaseBusy, SpoolError) as exc:
+    except (
+        CliError,
+        FileNotFoundError,
+        ValueError,
+        UnknownModel,
+        ChunkBusy,
+        DatabaseBusy,
+        SpoolError,
+    ) as exc:
         print(f"kimi-dagster: error: {exc}", file=sys.stderr)
         return EXIT_ABORTED if isinstance(exc, CliError) else 1
     except KeyboardInterrupt:

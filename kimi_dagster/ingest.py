@@ -22,6 +22,8 @@ from pathlib import Path
 import orjson
 
 from kimi_dagster.catalogue import Catalogue
+from kimi_dagster.client import env_base_url
+from kimi_dagster.engine import platform_currency
 from kimi_dagster.inputs import ItemDefaults, LineError, parse_line
 from kimi_dagster.store import connect, ensure_schema, run_sql
 
@@ -83,10 +85,13 @@ def ingest_file(
     chunk_size: int | None = None,
     defaults: ItemDefaults = DEFAULTS,
     default_chunk_size: int = DEFAULT_CHUNK_SIZE,
+    currency: str | None = None,
 ) -> IngestReport:
     """Ingest one JSONL file into a dataset (named after the file unless given). A new dataset
     is chunked by ``chunk_size`` (else ``default_chunk_size``); an existing one keeps its own
-    and refuses a different ``chunk_size``, since its chunk keys are already numbered by it."""
+    and refuses a different ``chunk_size``, since its chunk keys are already numbered by it.
+    Each line's model must have a price in ``currency``: the platform's that will bill it
+    (default: that of ``$MOONSHOT_BASE_URL``; CNY on the .cn platform)."""
     source = Path(path).resolve()
     if not source.is_file():
         raise FileNotFoundError(f"input file not found: {source}")
@@ -108,7 +113,8 @@ def ingest_file(
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=Path(db_path).resolve().parent))
     staged, rejected = work / "staged.jsonl", work / "rejected.jsonl"
     try:
-        _validate(source, staged, rejected, defaults, catalogue, report)
+        currency = currency or platform_currency(env_base_url())
+        _validate(source, staged, rejected, defaults, catalogue, currency, report)
         _load(db_path, staged, rejected, chunk_size or default_chunk_size, report)
     finally:
         for file in (staged, rejected):
@@ -123,6 +129,7 @@ def _validate(
     rejected: Path,
     defaults: ItemDefaults,
     catalogue: Catalogue,
+    currency: str,
     report: IngestReport,
 ) -> None:
     try:
@@ -139,7 +146,7 @@ def _validate(
                 continue
             prompts += 1
             try:
-                item = parse_line(raw, defaults, catalogue)
+                item = parse_line(raw, defaults, catalogue, currency)
             except LineError as exc:
                 report.rejected += 1
                 if len(report.rejections) < SAMPLE_REJECTIONS:

@@ -63,8 +63,12 @@ class Item:
     metadata: bytes | None
 
 
-def parse_line(raw: bytes, defaults: ItemDefaults, catalogue: Catalogue) -> Item:
-    """Validate and normalize one line (without its newline); raise LineError on bad input."""
+def parse_line(
+    raw: bytes, defaults: ItemDefaults, catalogue: Catalogue, currency: str = "USD"
+) -> Item:
+    """Validate and normalize one line (without its newline); raise LineError on bad input.
+    Its model must have a price in ``currency`` (the billing platform's), or no run could
+    price it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -88,7 +92,7 @@ def parse_line(raw: bytes, defaults: ItemDefaults, catalogue: Catalogue) -> Item
     model_name = _optional(record, "model", str) or defaults.model
     try:
         model = catalogue.model(model_name)
-        catalogue.price(model_name)
+        catalogue.price(model_name, currency)
     except UnknownModel as exc:
         raise LineError(str(exc)) from None
     messages = _messages(record)

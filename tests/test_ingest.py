@@ -113,3 +113,17 @@ def test_a_different_chunk_size_for_an_existing_dataset_is_refused(db, write_jso
     write_jsonl("sized.jsonl", [{"id": f"q{i}", "message": f"q {i}"} for i in range(9)])
     report = ingest_file(db, more)  # none given: the dataset's own
     assert report.partitions == [f"sized-{n:05d}" for n in range(5)]
+
+
+def test_on_the_cn_platform_lines_need_a_cny_price(db, write_jsonl, monkeypatch) -> None:
+    """The .cn platform bills in CNY: a line whose model has no CNY price is rejected at
+    ingest with the models that have one, instead of crashing the run that prices it."""
+    monkeypatch.setenv("MOONSHOT_BASE_URL", "https://api.moonshot.cn/v1")
+    lines = [{"id": "a", "message": "hi"}, {"id": "b", "message": "hi", "model": "kimi-k2.6"}]
+    report = ingest_file(db, write_jsonl("cn.jsonl", lines))
+    assert (report.accepted, report.rejected) == (1, 1)
+    (line_no, reason), *_ = report.rejections
+    assert line_no == 1 and "no CNY price for model 'kimi-k2.5'" in reason
+    assert "models priced in CNY: kimi-k2.6" in reason
+    usd = ingest_file(db, write_jsonl("ai.jsonl", lines), currency="USD")
+    assert (usd.accepted, usd.rejected) == (2, 0)
