@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from kimi_dagster.assets import KimiAssets
 
@@ -44,3 +45,20 @@ def materialize_chunk(
         resources=resources,
         **options,
     )
+
+
+def evaluate_sensor(
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+    definitions: dg.Definitions,
+) -> SensorExecutionData:
+    """One tick of ``sensor`` as the daemon evaluates it (with the instance's ref and the code
+    location's definitions, which the sensor reads its jobs and partitions from)."""
+    with dg.build_sensor_context(
+        instance=instance,
+        instance_ref=instance.get_ref(),
+        resources=resources,
+        definitions=definitions,
+    ) as context:
+        return sensor.evaluate_tick(context)

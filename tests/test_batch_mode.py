@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -13,7 +14,7 @@ import httpx
 import orjson
 import pytest
 from conftest import SIM_KEY, item_lines
-from in_process import materialize_chunk, materialize_ingest
+from in_process import evaluate_sensor, materialize_chunk, materialize_ingest
 
 from kimi_dagster import batches
 from kimi_dagster.cli import main
@@ -341,14 +342,7 @@ def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
             meta = result.asset_materializations_for_node("kimi_results")[0].metadata
             return {k: v.value for k, v in meta.items()}
 
-        def tick():  # as the daemon evaluates it
-            with dg.build_sensor_context(
-                instance=instance,
-                instance_ref=instance.get_ref(),
-                resources=resources,
-                definitions=definitions,
-            ) as context:
-                return sensor.evaluate_tick(context)
+        tick = partial(evaluate_sensor, sensor, instance, resources, definitions)
 
         materialize_ingest(pipeline, instance, resources, source, mode="batch")
         keys = instance.get_dynamic_partitions("kimi_chunks")
@@ -476,14 +470,7 @@ def test_sensor_resumes_a_submission_its_run_left_half_done(
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
         instance.add_dynamic_partitions("kimi_chunks", report.partitions)
 
-        def tick():
-            with dg.build_sensor_context(
-                instance=instance,
-                instance_ref=instance.get_ref(),
-                resources=resources,
-                definitions=definitions,
-            ) as context:
-                return sensor.evaluate_tick(context)
+        tick = partial(evaluate_sensor, sensor, instance, resources, definitions)
 
         assert tick().skip_message  # a live run may still be submitting it
         with duckdb.connect(str(db)) as con:

@@ -5,12 +5,10 @@ benchmark's."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from bisect import bisect_left
 
-from conftest import SIM_KEY, item_lines
+from conftest import item_lines
+from test_cli import cli
 
 from kimi_dagster.limits import Limits, RateLimiter
 from kimi_dagster.stats import RunStats
@@ -29,14 +27,7 @@ def test_cli_paces_to_the_limit_without_a_429(sim, tmp_path, write_jsonl) -> Non
     source = write_jsonl("smoke.jsonl", item_lines(ITEMS, max_tokens=64))
     argv = ["batch", "-i", str(source), "-o", str(tmp_path / "out.jsonl")]
     argv += ["--db", str(tmp_path / "k.duckdb"), "--tier", "5", "--rpm", str(RPM), "-c", "100"]
-    env = dict(os.environ, MOONSHOT_BASE_URL=sim.base_url, MOONSHOT_API_KEY=SIM_KEY)
-    done = subprocess.run(
-        [sys.executable, "-m", "kimi_dagster.cli", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cli(*argv, sim=sim)
     assert done.returncode == 0, done.stderr
 
     log = sim.requests()

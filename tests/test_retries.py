@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import duckdb
 import pytest
 from conftest import SIM_KEY, item_lines
+from test_cli import cli
 
 from kimi_dagster.engine import Settings, process_partitions
 from kimi_dagster.ingest import ingest_file
@@ -156,16 +154,9 @@ def test_account_error_on_the_cli_is_one_clear_line_without_the_key(
     sim, tmp_path, write_jsonl
 ) -> None:
     source = write_jsonl("t.jsonl", marked(30, 0, "[[sim:fail=unauthorized:99]]"))
-    env = dict(os.environ, MOONSHOT_BASE_URL=sim.base_url, MOONSHOT_API_KEY=SIM_KEY)
     argv = ["batch", "-i", str(source), "-o", str(tmp_path / "o.json")]
     argv += ["--db", str(tmp_path / "k.duckdb"), "--rpm", "600"]
-    done = subprocess.run(
-        [sys.executable, "-m", "kimi_dagster.cli", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cli(*argv, sim=sim)
     assert done.returncode == 2
     error_lines = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and "invalid_authentication_error" in error_lines[0]
