@@ -70,9 +70,10 @@ def others_spend(
 
 
 def set_budget(db_path: str | os.PathLike[str], dataset: str, budget_usd: float | None) -> None:
-    """Set a dataset's cap in USD, or remove it (None)."""
+    """Set a dataset's cap, or remove it (None). Caps and costs are in the currency of the
+    platform that bills (USD, CNY on .cn): ``*_usd`` names that currency on .cn too."""
     if budget_usd is not None and budget_usd < 0:
-        raise ValueError(f"a budget must be 0 USD or more, got {budget_usd}")
+        raise ValueError(f"a budget must be 0 or more, got {budget_usd}")
     ensure_schema(db_path)
     with connect(db_path) as con:
         if budget_usd is None:

@@ -87,7 +87,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, missing_only: bool = True
     parser.add_argument(
         "--budget",
         type=float,
-        help="stop before this run could spend more than this many USD; the rest stays pending",
+        help="stop before this run could spend more than this (in the platform's currency: USD, "
+        "CNY on .cn); the rest stays pending",
     )
     if missing_only:
         parser.add_argument(
@@ -538,7 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser(
-        "budget", help="show or set a dataset's spending cap (USD, earlier runs' spend counts)"
+        "budget",
+        help="show or set a dataset's spending cap (the platform's currency: USD, CNY on .cn; "
+        "earlier runs' spend counts)",
     )
     p.add_argument("dataset")
     p.add_argument("usd", nargs="?", type=float, help="the new cap; omit to show the current one")

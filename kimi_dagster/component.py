@@ -44,10 +44,13 @@ class KimiPipeline(dg.Component, dg.Model, dg.Resolvable):
     sensor_interval: int = Field(
         default=30, description="Seconds between the sensors' looks at the inbox / new ingests"
     )
-    budget_usd: float | None = Field(default=None, description="Per-run spending cap (USD)")
+    budget_usd: float | None = Field(
+        default=None, description="Per-run spending cap (USD; CNY on .cn)"
+    )
     dataset_budgets: dict[str, float] = Field(
         default_factory=dict,
-        description="Caps per dataset (USD, earlier runs' spend counts): {dataset: usd}",
+        description="Caps per dataset (USD; CNY on .cn; earlier runs' spend counts): "
+        "{dataset: amount}",
     )
     db_path: str | None = Field(
         default=None, description="DuckDB file (default: env/.kimi_dagster)"

@@ -50,11 +50,14 @@ class KimiResource(ConfigurableResource):
         default=5, description="Attempts per item for retryable errors (5xx, overload, resets)."
     )
     budget_usd: float | None = Field(
-        default=None, description="Stop a run before it could spend more than this (USD)."
+        default=None,
+        description="Stop a run before it could spend more than this (in the platform's "
+        "currency: USD, CNY on .cn).",
     )
     dataset_budgets: dict[str, float] = Field(
         default_factory=dict,
-        description="Caps per dataset in USD, counting earlier runs' spend: {dataset: usd}. "
+        description="Caps per dataset in the platform's currency (USD, CNY on .cn), counting "
+        "earlier runs' spend: {dataset: usd}. "
         "A cap stored with `kimi-dagster budget` also holds; the stricter one wins.",
     )
     progress_interval: float = Field(
