@@ -250,9 +250,28 @@ def kimi_assets(
         except (RunAborted, ChunkBusy) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(stats.progress_line())
+        observe_partitions(context, keys, store.db_path)
         return dg.MaterializeResult(
-            metadata=_numeric(stats.metadata()), check_results=_check_results(stats, checks)
+            metadata=_numeric(stats.metadata()) | {"run_partitions": len(keys)},
+            check_results=_check_results(stats, checks),
         )
+
+    def observe_partitions(
+        context: dg.AssetExecutionContext, keys: list[str], db_path: Path
+    ) -> None:
+        """Dagster 1.13 gives every partition of a multi-partition step the step's one
+        metadata (the run's totals; per-partition output metadata does not exist, dagster
+        issue 18123): record each partition's own outcomes as an observation of it."""
+        if len(keys) < 2:
+            return
+        for key in keys:
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=results_key,
+                    partition=key,
+                    metadata=batches.partition_outcomes(db_path, [key]),
+                )
+            )
 
     async def batch_results(
         context: dg.AssetExecutionContext,
@@ -290,8 +309,10 @@ def kimi_assets(
             cost_usd=float(outcome["cost_usd"]),
             budget_exhausted=report.budget_exhausted,
         )
+        observe_partitions(context, keys, store.db_path)
         metadata = {
             "mode": "batch",
+            "run_partitions": len(keys),
             **outcome,
             "batches_submitted": len(report.submitted),
             "batches_loaded": len(report.loaded),
