@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+
+from kimi_dagster.engine import Settings
+from kimi_dagster.limits import Limits, resolve_limits
+from kimi_dagster.runner import RunOptions
+from kimi_dagster.simulator import SimulatorProcess
 
 
 @pytest.fixture
@@ -74,3 +80,17 @@ def item_lines(count: int, *, prefix: str = "item", max_tokens: int = 256) -> li
         }
         for i in range(count)
     ]
+
+
+def sim_settings(
+    sim: SimulatorProcess, *, limits: Limits | None = None, timeout: float = 10.0, **options: Any
+) -> Settings:
+    """A run's settings against the test simulator: Tier 5 unless ``limits`` are given, a 10 s
+    reply timeout, and ``options`` as the run's ``RunOptions``."""
+    return Settings(
+        api_key=SIM_KEY,
+        limits=limits or resolve_limits(5),
+        base_url=sim.base_url,
+        timeout=timeout,
+        options=RunOptions(**options),
+    )

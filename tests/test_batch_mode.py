@@ -13,14 +13,12 @@ import duckdb
 import httpx
 import orjson
 import pytest
-from conftest import SIM_KEY, item_lines
+from conftest import SIM_KEY, item_lines, sim_settings
 from in_process import evaluate_sensor, materialize_chunk, materialize_ingest
 
 from kimi_dagster import batches
 from kimi_dagster.cli import main
-from kimi_dagster.engine import Settings
 from kimi_dagster.ingest import ingest_file
-from kimi_dagster.limits import resolve_limits
 
 POLL = ["--poll-interval", "0.1"]
 FAST = {"batch_delays": [0.05, 0.2, 0.05]}  # validating : in_progress : finalizing seconds
@@ -30,10 +28,6 @@ FAST = {"batch_delays": [0.05, 0.2, 0.05]}  # validating : in_progress : finaliz
 def fast_sim(sim):
     sim.configure(**FAST)
     return sim
-
-
-def settings(sim) -> Settings:
-    return Settings(api_key=SIM_KEY, limits=resolve_limits(5), base_url=sim.base_url, timeout=10)
 
 
 def provider_batches(sim) -> list[dict]:
@@ -126,7 +120,7 @@ def test_a_large_chunk_is_split_into_files_under_the_size_limit(fast_sim, db, wr
     limit = 4 * 200  # about four lines per file
     options = batches.BatchOptions(max_file_bytes=limit, poll_interval=0.1)
     run = batches.run_batch_mode(
-        db, report.partitions, settings(fast_sim), wait=True, options=options
+        db, report.partitions, sim_settings(fast_sim), wait=True, options=options
     )
     done = asyncio.run(run)
     rows = batches.list_batches(db)
@@ -141,7 +135,7 @@ def test_models_the_batch_api_does_not_serve_are_refused_before_upload(fast_sim,
     with duckdb.connect(str(db)) as con:
         con.execute("UPDATE items SET model = 'moonshot-v1-8k'")
     with pytest.raises(batches.BatchModeError, match="does not serve moonshot-v1-8k"):
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     assert provider_batches(fast_sim) == []
 
 
@@ -158,7 +152,7 @@ def test_crash_after_upload_before_create_resumes_with_one_batch(
 
     monkeypatch.setattr(batches.KimiClient, "request", dies_before_create)
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     (row,) = batches.list_batches(db)
     assert row.state == "uploaded" and row.input_file_id and provider_batches(fast_sim) == []
 
@@ -180,7 +174,7 @@ def test_crash_after_create_before_recording_adopts_the_providers_batch(
 
     monkeypatch.setattr(batches, "_record_status", dies)
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     assert len(provider_batches(fast_sim)) == 1 and batches.list_batches(db)[0].batch_id is None
 
     monkeypatch.setattr(batches, "_record_status", original)
@@ -193,7 +187,7 @@ def test_crash_between_completion_and_load_loads_once(
     fast_sim, db, write_jsonl, monkeypatch
 ) -> None:
     report = ingest_file(db, write_jsonl("t.jsonl", item_lines(15)), chunk_size=10)
-    asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+    asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     _await_provider(fast_sim)
     original = batches.merge_segment
 
@@ -203,12 +197,12 @@ def test_crash_between_completion_and_load_loads_once(
 
     monkeypatch.setattr(batches, "merge_segment", merges_then_dies)
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     assert ledger(db)[1] == 0 and not any(r.loaded for r in batches.list_batches(db))
 
     monkeypatch.setattr(batches, "merge_segment", original)
     for _ in range(2):  # the second pass finds everything loaded
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     assert ledger(db)[1:] == (15, 15) and ledger(db)[0] == billed(fast_sim)
     assert len(provider_batches(fast_sim)) == 2
 
@@ -297,7 +291,9 @@ def _await_provider(sim, timeout: float = 20.0) -> None:
 
 def _finish(db: Path, keys: list[str], sim) -> batches.SyncReport:
     options = batches.BatchOptions(poll_interval=0.1)
-    return asyncio.run(batches.run_batch_mode(db, keys, settings(sim), wait=True, options=options))
+    return asyncio.run(
+        batches.run_batch_mode(db, keys, sim_settings(sim), wait=True, options=options)
+    )
 
 
 def test_dagster_asset_submits_and_the_sensor_has_each_batch_loaded(
@@ -388,7 +384,7 @@ def test_cancel_adopts_a_batch_created_by_a_crashed_submitter(
 
     monkeypatch.setattr(batches, "_record_status", dies)
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(sim)))
     monkeypatch.setattr(batches, "_record_status", original)
 
     (cancelled,) = asyncio.run(
@@ -414,7 +410,7 @@ def test_crash_after_upload_before_recording_it_reuses_the_uploaded_file(
 
     monkeypatch.setattr(batches, "_update", dies_recording_the_file)
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     assert batches.list_batches(db)[0].state == "prepared"
 
     monkeypatch.setattr(batches, "_update", original)
@@ -456,7 +452,7 @@ def test_sensor_resumes_a_submission_its_run_left_half_done(
     report = ingest_file(db, write_jsonl("t.jsonl", item_lines(4)), chunk_size=10)
     monkeypatch.setattr(batches, "_advance", _dies)
     with pytest.raises(KeyboardInterrupt):  # the run died after recording, before uploading
-        asyncio.run(batches.sync_partitions(db, report.partitions, settings(fast_sim)))
+        asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(fast_sim)))
     pipeline = kimi_assets("kimi")
     (sensor,) = [s for s in pipeline.sensors if s.name == "kimi_batch_sensor"]
     resources = {
@@ -487,7 +483,7 @@ def _dies(*args, **kwargs):
 def test_polling_lists_batches_instead_of_asking_for_each(sim, db, write_jsonl, monkeypatch):
     sim.configure(batch_delays=[0.05, 60, 0.05])
     report = ingest_file(db, write_jsonl("t.jsonl", item_lines(30)), chunk_size=10)
-    asyncio.run(batches.sync_partitions(db, report.partitions, settings(sim)))
+    asyncio.run(batches.sync_partitions(db, report.partitions, sim_settings(sim)))
     while {b["status"] for b in provider_batches(sim)} != {"in_progress"}:
         time.sleep(0.02)  # validated after 0.05 s
     calls: list[str] = []
@@ -498,7 +494,7 @@ def test_polling_lists_batches_instead_of_asking_for_each(sim, db, write_jsonl, 
         return await original(self, method, path, **kwargs)
 
     monkeypatch.setattr(batches.KimiClient, "request", counted)
-    changed = asyncio.run(batches.poll(db, settings(sim)))
+    changed = asyncio.run(batches.poll(db, sim_settings(sim)))
     assert calls == ["GET batches"]  # three batches, one listing request
     assert {state for _, state in changed} == {"in_progress"}
     assert {r.state for r in batches.list_batches(db)} == {"in_progress"}

@@ -10,12 +10,11 @@ from collections import Counter
 
 import duckdb
 import pytest
-from conftest import SIM_KEY, item_lines
+from conftest import item_lines, sim_settings
 
-from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.engine import process_partitions
 from kimi_dagster.ingest import ingest_file
 from kimi_dagster.limits import resolve_limits
-from kimi_dagster.runner import RunOptions
 
 MAX_ATTEMPTS = 3
 FAULTS = {
@@ -38,12 +37,13 @@ def test_every_item_ends_with_a_reason_and_the_ledger_equals_the_bill(sim, db, w
     for n, kind in enumerate(DOOMED):
         lines[50 * n + 7]["message"] += f" [[sim:fail={kind}:99]]"
     report = ingest_file(db, write_jsonl("faults.jsonl", lines), chunk_size=100)
-    settings = Settings(
-        api_key=SIM_KEY,
+    settings = sim_settings(
+        sim,
         limits=resolve_limits(5, concurrency=32),
-        base_url=sim.base_url,
         timeout=0.5,  # a hang (1 s) times out
-        options=RunOptions(max_attempts=MAX_ATTEMPTS, backoff_base=0.05, backoff_max=0.2),
+        max_attempts=MAX_ATTEMPTS,
+        backoff_base=0.05,
+        backoff_max=0.2,
     )
     stats = asyncio.run(process_partitions(db, report.partitions, settings, run_id="faults"))
 

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from conftest import SIM_KEY, item_lines
+from conftest import item_lines, sim_settings
 from in_process import materialize_chunk, materialize_ingest
 
 from kimi_dagster.assets import kimi_assets
-from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.engine import process_partitions
 from kimi_dagster.ingest import ingest_file
-from kimi_dagster.limits import resolve_limits
 from kimi_dagster.resource import KimiResource, KimiStore
-from kimi_dagster.runner import RunOptions
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -38,13 +36,7 @@ def test_engine_rerun_retries_failures_by_default_and_skips_them_when_missing_on
     lines = item_lines(12, max_tokens=64)
     lines[3]["message"] += " [[sim:fail=server_error:3]]"  # fails twice per run, then succeeds
     report = ingest_file(db, write_jsonl("r.jsonl", lines), chunk_size=100)
-    settings = Settings(
-        api_key=SIM_KEY,
-        limits=resolve_limits(5),
-        base_url=sim.base_url,
-        timeout=10,
-        options=RunOptions(max_attempts=2, backoff_base=0.05, backoff_max=0.1),
-    )
+    settings = sim_settings(sim, max_attempts=2, backoff_base=0.05, backoff_max=0.1)
 
     def run(name: str, retry_failed: bool) -> Counter[str]:
         before = len(sim.requests())
@@ -104,13 +96,7 @@ def test_a_step_retried_inside_the_same_run_keeps_every_attempt(sim, db, write_j
     lines = item_lines(4, max_tokens=64)
     lines[1]["message"] += " [[sim:fail=server_error:1]]"
     report = ingest_file(db, write_jsonl("same.jsonl", lines), chunk_size=100)
-    settings = Settings(
-        api_key=SIM_KEY,
-        limits=resolve_limits(5),
-        base_url=sim.base_url,
-        timeout=10,
-        options=RunOptions(max_attempts=1),
-    )
+    settings = sim_settings(sim, max_attempts=1)
     for _ in range(2):
         asyncio.run(process_partitions(db, report.partitions, settings, run_id="one-run"))
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import SIM_KEY, item_lines
+from conftest import SIM_KEY, item_lines, sim_settings
 from test_cli import cli
 
-from kimi_dagster.engine import Settings, process_partitions
+from kimi_dagster.engine import process_partitions
 from kimi_dagster.ingest import ingest_file
 from kimi_dagster.limits import resolve_limits
-from kimi_dagster.runner import RunAborted, RunOptions
+from kimi_dagster.runner import RunAborted
 from kimi_dagster.stats import RunStats
 
 BACKOFF = 0.1  # seconds: the first retry waits 0.05-0.1 s, the second 0.1-0.2 s
@@ -27,12 +27,13 @@ MAX_ATTEMPTS = 3
 def run(sim, db: Path, source: Path, *, rpm: int | None = None, timeout: float = 10.0) -> RunStats:
     """Ingest ``source`` as one chunk and process it with fast backoff (tier 5 unless ``rpm``)."""
     report = ingest_file(db, source, chunk_size=1_000)
-    settings = Settings(
-        api_key=SIM_KEY,
+    settings = sim_settings(
+        sim,
         limits=resolve_limits(5, rpm=rpm),
-        base_url=sim.base_url,
         timeout=timeout,
-        options=RunOptions(max_attempts=MAX_ATTEMPTS, backoff_base=BACKOFF, backoff_max=1.0),
+        max_attempts=MAX_ATTEMPTS,
+        backoff_base=BACKOFF,
+        backoff_max=1.0,
     )
     return asyncio.run(process_partitions(db, report.partitions, settings, run_id="retries"))
 
