@@ -90,10 +90,10 @@ def at_line(monkeypatch):
         real = ingest.parse_line
         seen = iter(range(1, 1_000_000))
 
-        def parse(raw, defaults, catalogue):
+        def parse(raw, defaults, catalogue, currency):
             if next(seen) == n:
                 action()
-            return real(raw, defaults, catalogue)
+            return real(raw, defaults, catalogue, currency)
 
         monkeypatch.setattr(ingest, "parse_line", parse)
 
