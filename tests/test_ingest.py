@@ -127,3 +127,20 @@ def test_on_the_cn_platform_lines_need_a_cny_price(db, write_jsonl, monkeypatch)
     assert "models priced in CNY: kimi-k2.6" in reason
     usd = ingest_file(db, write_jsonl("ai.jsonl", lines), currency="USD")
     assert (usd.accepted, usd.rejected) == (2, 0)
+
+
+def test_the_cli_reports_an_unpriced_model_in_one_line(write_jsonl, monkeypatch, capsys) -> None:
+    """A model without a price in the platform's currency (items ingested for the other
+    platform, say) stops a command with the catalogue's message, not a traceback."""
+    from kimi_dagster import cli
+    from kimi_dagster.catalogue import Catalogue
+
+    def unpriced(*args, **kwargs):
+        Catalogue({}, {}).price("kimi-k2.5", "CNY")
+
+    monkeypatch.setattr(cli, "estimate_file", unpriced)
+    source = write_jsonl("p.jsonl", [{"id": "a", "message": "hi"}])
+    assert cli.main(["estimate", "-i", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kimi-dagster: error: no CNY price for model 'kimi-k2.5'")
+    assert "Traceback" not in err
