@@ -29,6 +29,9 @@ from kimi_dagster.stats import RunStats
 from kimi_dagster.store import DatabaseBusy
 from kimi_dagster.tokens import EstimateCorrection
 
+MERGE_SHARE = 200  # a merge may cost up to 1/200 of a core (0.5 %) over the time between merges
+MERGE_STRETCH = 5  # merges are at most this many merge_intervals apart
+
 
 @dataclass(slots=True)
 class WorkItem:
@@ -58,7 +61,9 @@ class RunOptions:
     dataset_budgets_usd: Mapping[str, float] = field(default_factory=dict)  # caps from config
     abort_grace: float = 10.0  # after a fatal error, how long in-flight requests may finish
     sync_interval: float = 0.5  # fsync the spool at least this often
-    merge_interval: float = 2.0  # move spooled records into DuckDB this often
+    # move spooled records into DuckDB this often; stretched up to MERGE_STRETCH times when
+    # merges are slow (see Runner._next_merge_gap)
+    merge_interval: float = 2.0
     progress_interval: float = 10.0
 
 
@@ -133,6 +138,7 @@ class Runner:
         self._source: Iterator[WorkItem] = iter(())
         self._source_done = False
         self._merging: asyncio.Task[None] | None = None
+        self._merge_gap = self.options.merge_interval
 
     async def run(self, items: Iterable[WorkItem], total: int) -> RunStats:
         """Process ``items`` (``total`` of them) to a final state, or until stopped."""
@@ -376,7 +382,7 @@ class Runner:
             await asyncio.sleep(self.options.sync_interval)
             await asyncio.to_thread(self.spool.sync)
             now = time.monotonic()
-            if now - last_merge >= self.options.merge_interval and self._merging is None:
+            if now - last_merge >= self._merge_gap and self._merging is None:
                 last_merge = now
                 # a task of its own: while a merge waits for the file, fsyncs must go on
                 self._merging = asyncio.create_task(self._flush(final=False))
@@ -395,6 +401,28 @@ class Runner:
             self._crash = exc
             self._wake.set()
 
+    def _merge_cpu(self) -> float:
+        """Merge (blocking: runs in a worker thread); returns the CPU it took that thread,
+        which waiting for another process to release the file does not count."""
+        assert self.merge is not None
+        started = time.thread_time()
+        try:
+            self.merge()
+        except DatabaseBusy:
+            self.stats.unmerged = True  # safe in the spool; the next merge takes it
+        return time.thread_time() - started
+
+    def _next_merge_gap(self, cpu: float) -> float:
+        """Merges cost a near-fixed open + checkpoint (tens of ms of CPU, growing with the
+        file), so a busy run spaces them to spend ~1/MERGE_SHARE of a core on them, at most
+        MERGE_STRETCH merge intervals apart; they only make results queryable (the spool's
+        fsyncs keep them safe). Not when dataset caps are shared: the look at other runs'
+        spend rides on each merge."""
+        shortest = self.options.merge_interval
+        if self.others_spend is not None and self._dataset_budgets:
+            return shortest
+        return min(shortest * MERGE_STRETCH, max(shortest, cpu * MERGE_SHARE))
+
     async def _flush(self, *, final: bool) -> None:
         """Seal the open segment and merge; the final merge is the caller's (it may wait)."""
         if final:
@@ -403,10 +431,8 @@ class Runner:
         if (old := self.spool.rotate()) is not None:
             await asyncio.to_thread(self.spool.seal, old)
         if self.merge is not None:
-            try:
-                await asyncio.to_thread(self.merge)
-            except DatabaseBusy:
-                self.stats.unmerged = True  # safe in the spool; the next merge takes it
+            cpu = await asyncio.to_thread(self._merge_cpu)
+            self._merge_gap = self._next_merge_gap(cpu)
         if self.others_spend is not None and self._dataset_budgets:
             with contextlib.suppress(DatabaseBusy):  # look again after the next merge
                 seen = await asyncio.to_thread(self.others_spend)
