@@ -135,7 +135,8 @@ FATAL = {  # marker kind -> (HTTP status, error type)
 def test_account_errors_stop_the_whole_run_at_once(sim, db, write_jsonl, kind) -> None:
     status, error_type = FATAL[kind]
     source = write_jsonl("t.jsonl", marked(40, 0, f"[[sim:fail={kind}:99]]"))
-    # 600 RPM paces admissions 0.1 s apart: the error is back long before many more go.
+    # 600 RPM paces admissions 0.1 s apart: the error is back long before many more go (10
+    # allows a full second for it on a loaded machine; the 40 items would all go in 4 s).
     with pytest.raises(RunAborted) as caught:
         run(sim, db, source, rpm=600)
 
@@ -143,11 +144,11 @@ def test_account_errors_stop_the_whole_run_at_once(sim, db, write_jsonl, kind) -
     assert error_type in message and f"HTTP {status}" in message and "pending" in message
     assert SIM_KEY not in message and SIM_KEY[3:] not in message
     log = sim.requests()
-    assert len(log) <= 5, log
+    assert len(log) <= 10, log
     assert (log[0]["status"], log[0]["error"]) == (status, error_type)
     assert len(log_by_item(sim)["item0000"]) == 1  # never retried
     states = final_states(db)
-    assert sum(state == "pending" for state, _, _ in states.values()) >= 35
+    assert sum(state == "pending" for state, _, _ in states.values()) >= 30
     assert states["item0000"][0] == "pending"  # the next run (after the fix) resumes it
 
 
@@ -163,7 +164,7 @@ def test_account_error_on_the_cli_is_one_clear_line_without_the_key(
     assert len(error_lines) == 1 and "invalid_authentication_error" in error_lines[0]
     assert "check MOONSHOT_API_KEY" in error_lines[0]
     assert SIM_KEY not in done.stderr + done.stdout
-    assert len(sim.requests()) <= 5
+    assert len(sim.requests()) <= 10
 
 
 @pytest.mark.parametrize(
