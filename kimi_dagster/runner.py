@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kimi_dagster.catalogue import Catalogue
+from kimi_dagster.catalogue import Catalogue, Price
 from kimi_dagster.client import ApiError, ErrorKind, KimiClient, Reply
 from kimi_dagster.limits import Permit, RateLimiter
 from kimi_dagster.spool import SpoolWriter
@@ -193,7 +193,7 @@ class Runner:
                 self.limiter.release(permit)
                 self._settle(item, worst, 0.0)
                 return
-            task = asyncio.create_task(self._attempt(item, permit, worst))
+            task = asyncio.create_task(self._attempt(item, permit, price, worst))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
 
@@ -209,7 +209,7 @@ class Runner:
             "per request: lower its max_tokens, use a higher tier or --tpm, or let fewer runs "
             "share the account; then run retry-failed",
         )
-        attempt_id = f"{self.attempt_prefix or self.run_id}:{item.item_id}:{item.sends}"
+        attempt_id = self._attempt_id(item)
         permit = Permit(0, time.monotonic())
         self._record(item, attempt_id, time.time(), 0.0, permit, None, error, 0.0)
 
@@ -282,9 +282,13 @@ class Runner:
 
     # -- one attempt ------------------------------------------------------------------------
 
-    async def _attempt(self, item: WorkItem, permit: Permit, worst: float) -> None:
+    def _attempt_id(self, item: WorkItem) -> str:
+        """Unique per send: an in-run step retry gets its own prefix (the merge is idempotent)."""
+        return f"{self.attempt_prefix or self.run_id}:{item.item_id}:{item.sends}"
+
+    async def _attempt(self, item: WorkItem, permit: Permit, price: Price, worst: float) -> None:
         item.sends += 1
-        attempt_id = f"{self.attempt_prefix or self.run_id}:{item.item_id}:{item.sends}"
+        attempt_id = self._attempt_id(item)
         started = time.time()
         t0 = time.perf_counter()
         reply: Reply | None = None
@@ -304,7 +308,7 @@ class Runner:
             cost = 0.0
             if reply is not None:
                 self._correction.observe(item.est_input_tokens, reply.prompt_tokens)
-                cost = self.catalogue.price(item.model, self.currency).cost(
+                cost = price.cost(
                     reply.prompt_tokens,
                     reply.completion_tokens,
                     reply.cached_tokens,
